@@ -1,0 +1,76 @@
+"""Session options: ``ConfigProto``, ``RunOptions`` and ``RunMetadata`` (TF1 names)."""
+
+from __future__ import annotations
+
+import dataclasses
+
+
+@dataclasses.dataclass
+class ConfigProto:
+    """How a Session compiles and runs graphs.
+
+    * ``inter_op_parallelism_threads``: threads that run independent ops concurrently
+      (0 = one per core).
+    * ``device_count``: e.g. ``{"CPU": 4}`` splits the CPU into 4 virtual devices.
+    * ``allow_soft_placement``: relax device pins that cannot be met (reported in the plan).
+    * ``log_device_placement``: print the placement table once per compiled step.
+    * ``disabled_passes``: names from ``tw.passes.PIPELINE`` to switch off.
+    * ``verify_passes``: verify the graph after every pass.
+    * ``dump_dir``: write the printed graph after every pass there.
+    * ``placement_strategy``: "default", "etf" or "critical_path".
+    * ``operation_timeout_in_ms``: deadline of a blocking receive (0 = none).
+    * ``transfer_dtype``: "float16"/"bfloat16" to compress float32 tensors on cut edges.
+    """
+
+    inter_op_parallelism_threads: int = 0
+    intra_op_parallelism_threads: int = 0
+    device_count: dict = dataclasses.field(default_factory=dict)
+    allow_soft_placement: bool = False
+    log_device_placement: bool = False
+    disabled_passes: list = dataclasses.field(default_factory=list)
+    verify_passes: bool = False
+    dump_dir: str | None = None
+    placement_strategy: str = "default"
+    operation_timeout_in_ms: int = 0
+    transfer_dtype: str | None = None
+
+
+@dataclasses.dataclass
+class RunOptions:
+    """Per-call options of ``Session.run``; ``trace_level=FULL_TRACE`` collects step stats."""
+
+    NO_TRACE = 0
+    SOFTWARE_TRACE = 1
+    HARDWARE_TRACE = 2
+    FULL_TRACE = 3
+
+    trace_level: int = 0
+    timeout_in_ms: int = 0
+
+
+@dataclasses.dataclass
+class NodeStats:
+    """Timing of one op in one step (microseconds since the step started)."""
+
+    node_name: str
+    op_type: str
+    device: str
+    start_us: float
+    end_us: float
+    thread: int = 0
+
+    @property
+    def duration_us(self) -> float:
+        return self.end_us - self.start_us
+
+
+@dataclasses.dataclass
+class RunMetadata:
+    """Filled by ``Session.run(..., run_metadata=md)``: ``step_stats`` per op, per device."""
+
+    step_stats: list = dataclasses.field(default_factory=list)
+    step_id: int = 0
+    wall_start: float = 0.0
+
+    def devices(self) -> list:
+        return sorted({s.device for s in self.step_stats})

@@ -1,0 +1,230 @@
+"""``Session``: runs the graph for the fetches asked, compiling each distinct signature once.
+
+``run`` does, per call, only what depends on the values: look up the compiled step by the
+structure of the fetches and the feed keys, check and convert the feeds, run the step, commit
+the step's variable updates, rebuild the fetch structure. Everything else happened when the
+signature was first compiled.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import itertools
+import os
+
+import numpy as np
+
+from tensorweave import errors
+from tensorweave.executor.compile import CompiledStep
+from tensorweave.executor.config import ConfigProto
+from tensorweave.executor.context import StepContext, VariableStore
+from tensorweave.executor.fetches import FetchStructure, resolve, structure_key
+from tensorweave.graph import core
+from tensorweave.graph.core import Tensor
+
+
+class Session:
+    """A place to run a graph: owns variable values and compiled steps.
+
+    >>> with tw.Session() as sess:
+    ...     sess.run(y, feed_dict={x: [[1.0, 2.0]]})
+    """
+
+    def __init__(self, target: str = "", graph=None, config: ConfigProto | None = None):
+        self.graph = graph if graph is not None else core.get_default_graph()
+        self.target = target
+        self.config = config or ConfigProto()
+        self._closed = False
+        self._steps: dict = {}
+        self._store = VariableStore()
+        self._step_ids = itertools.count(1)
+        self._pool = None
+
+    # -- running ----------------------------------------------------------------------------
+    def run(self, fetches, feed_dict=None, options=None, run_metadata=None):
+        """Compute ``fetches`` (any nesting of tensors, ops and names) given ``feed_dict``."""
+        if self._closed:
+            raise RuntimeError("attempted to use a closed Session")
+        feed_dict = feed_dict or {}
+        key = (structure_key(fetches), tuple(feed_dict))
+        entry = self._steps.get(key)
+        if entry is None:
+            entry = self._compile(fetches, feed_dict)
+            self._steps[key] = entry
+        structure, step, feed_checks = entry
+        feed_values = [check(value) for check, value in zip(feed_checks, feed_dict.values())]
+        ctx = StepContext(self._store, next(self._step_ids))
+        results = step.run(ctx, feed_values, run_metadata)
+        if ctx.updates:
+            self._store.commit(ctx.updates)
+        values = {}
+        for t, value in zip(step.fetches, results):
+            values[t] = _fetched(value)
+        return structure.rebuild(values)
+
+    def _compile(self, fetches, feed_dict):
+        structure = FetchStructure(self.graph, fetches)
+        feeds, checks = [], []
+        for key in feed_dict:
+            tensor = resolve(self.graph, key, "feed")
+            if not isinstance(tensor, Tensor):
+                tensor = _single_output(tensor)
+            if tensor in feeds:
+                raise ValueError(f"tensor {tensor.name} is fed twice")
+            feeds.append(tensor)
+            checks.append(FeedCheck(tensor))
+        step = CompiledStep(self.graph, structure.tensors, feeds, structure.targets, self.config,
+                            self._thread_pool)
+        return structure, step, checks
+
+    def _thread_pool(self):
+        if self._pool is None:
+            threads = self.config.inter_op_parallelism_threads or os.cpu_count() or 1
+            self._pool = cf.ThreadPoolExecutor(max_workers=threads,
+                                               thread_name_prefix="tensorweave-inter-op")
+        return self._pool
+
+    # -- variable state (used by the training layer) ----------------------------------------
+    @property
+    def variable_store(self) -> VariableStore:
+        return self._store
+
+    # -- lifecycle --------------------------------------------------------------------------
+    def close(self):
+        if self._closed:
+            return
+        self._closed = True
+        self._steps.clear()
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+            self._pool = None
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def as_default(self):
+        return _DefaultSession(self)
+
+    def __enter__(self):
+        self._context = _DefaultSession(self)
+        self._context.__enter__()
+        return self
+
+    def __exit__(self, *exc):
+        self._context.__exit__(*exc)
+        self.close()
+        return False
+
+    def __del__(self):
+        try:
+            if self._pool is not None:
+                self._pool.shutdown(wait=False)
+        except Exception:
+            pass
+
+
+class InteractiveSession(Session):
+    """A Session that makes itself the default on creation (for shells and notebooks)."""
+
+    def __init__(self, target: str = "", graph=None, config=None):
+        super().__init__(target, graph, config)
+        self._interactive = _DefaultSession(self)
+        self._interactive.__enter__()
+
+    def close(self):
+        if not self._closed:
+            self._interactive.__exit__(None, None, None)
+        super().close()
+
+
+class _DefaultSession:
+    def __init__(self, session):
+        self.session = session
+        self._graph_ctx = None
+
+    def __enter__(self):
+        core.push_default_session(self.session)
+        self._graph_ctx = self.session.graph.as_default()
+        self._graph_ctx.__enter__()
+        return self.session
+
+    def __exit__(self, *exc):
+        self._graph_ctx.__exit__(*exc)
+        core.pop_default_session(self.session)
+        return False
+
+
+class FeedCheck:
+    """Checks one fed value against its tensor and converts it to the tensor's dtype.
+
+    A value converts when numpy can cast it "same kind" (float64 to float32, int to float, int64
+    to int32); float to int, or anything to bool, is refused rather than silently truncated.
+    """
+
+    __slots__ = ("tensor", "np_dtype", "dims")
+
+    def __init__(self, tensor: Tensor):
+        self.tensor = tensor
+        self.np_dtype = tensor.dtype.np
+        self.dims = tensor.shape.as_tuple()
+
+    def __call__(self, value):
+        if type(value) is np.ndarray and value.dtype == self.np_dtype:
+            array = value
+        else:
+            array = self._convert(value)
+        dims = self.dims
+        if dims is not None:
+            shape = array.shape
+            if len(shape) != len(dims) or any(d is not None and d != s
+                                               for d, s in zip(dims, shape)):
+                raise self._error(f"cannot feed a value of shape {shape} for tensor "
+                                  f"'{self.tensor.name}', which has shape {self.tensor.shape}")
+        return array
+
+    def _convert(self, value):
+        if isinstance(value, Tensor):
+            raise TypeError(f"the value fed for '{self.tensor.name}' is a tw.Tensor; feed values "
+                            f"must be numpy arrays, Python scalars or lists (run it first)")
+        try:
+            array = np.asarray(value)
+        except Exception as e:
+            raise self._error(f"cannot convert the fed value to an array: {e}") from None
+        if array.dtype == self.np_dtype:
+            return array
+        if array.dtype == object or not _safe_cast(array.dtype, self.np_dtype):
+            raise self._error(f"cannot feed a value of dtype {array.dtype} for tensor "
+                              f"'{self.tensor.name}' of dtype {self.tensor.dtype.name} without "
+                              f"losing information (cast it first)")
+        return array.astype(self.np_dtype)
+
+    def _error(self, message):
+        return errors.op_error(errors.InvalidArgumentError, self.tensor.op, message)
+
+
+def _safe_cast(src, dst) -> bool:
+    if dst.kind == "b":
+        return src.kind == "b"
+    if src.kind == "b":
+        return False
+    if np.can_cast(src, dst, casting="same_kind"):
+        return True
+    # numpy extension floats (bfloat16) do not take part in can_cast's kinds
+    return src.kind in "iuf" and dst.kind in "fV" and dst.itemsize >= 2 and src.kind != "c"
+
+
+def _single_output(op):
+    if len(op.outputs) != 1:
+        raise ValueError(f"feed key {op.name!r} names an operation with {len(op.outputs)} "
+                         f"outputs; name one of its tensors as '{op.name}:0'")
+    return op.outputs[0]
+
+
+def _fetched(value):
+    """Hand a value to the user: never a view of state the session keeps (constants, variables)."""
+    if isinstance(value, np.ndarray) and not value.flags.writeable:
+        return value.copy()
+    if isinstance(value, np.ndarray) or np.isscalar(value):
+        return value
+    return np.asarray(value)

@@ -1,0 +1,3 @@
+"""The op library. Importing this package registers every op family's OpDefs."""
+
+from tensorweave.ops import array, control, math  # noqa: F401  (registration side effects)
