@@ -13,7 +13,7 @@ from tensorweave.graph.dtypes import as_dtype
 from tensorweave.graph.shapes import TensorShape, as_shape
 from tensorweave.ops.common import (constant_tensor, convert_to_tensor, output, same_as_input,
                                     to_numpy)
-from tensorweave.ops.registry import NO_GRADIENT, OpDef, apply_op, register
+from tensorweave.ops.registry import NO_GRADIENT, OpDef, apply_op, constant_value, register
 
 __all__ = ["constant", "placeholder", "placeholder_with_default", "identity"]
 
@@ -130,3 +130,83 @@ def _fill_like(op_type, tensor, dtype, name):
 
 
 __all__ += ["zeros_like", "ones_like"]
+
+
+# -- Shape --------------------------------------------------------------------------------------
+def _shape_infer(op):
+    return [(op.attrs["out_type"], [op.inputs[0].shape.rank])]
+
+
+def _shape_static_value(op):
+    shape = op.inputs[0].shape
+    if not shape.is_fully_defined():
+        return None
+    return np.array(shape.as_list(), dtype=op.attrs["out_type"].np)
+
+
+def _shape_kernel(attrs, xp):
+    np_dtype = attrs["out_type"].np
+    return lambda x: np.array(np.shape(x), dtype=np_dtype)
+
+
+register(OpDef("Shape", _shape_infer, _shape_kernel, grad=NO_GRADIENT,
+               static_value=_shape_static_value))
+
+
+def shape(input, name=None, out_type=None) -> Tensor:
+    """The shape of ``input`` as a 1-D int32 (or ``out_type``) tensor, computed at run time."""
+    from tensorweave.graph import dtypes
+    input = convert_to_tensor(input)
+    out_type = dtypes.int32 if out_type is None else as_dtype(out_type)
+    return output(apply_op("Shape", [input], {"out_type": out_type}, name=name or "Shape"))
+
+
+# -- Reshape ------------------------------------------------------------------------------------
+def _reshape_infer(op):
+    x, target = op.inputs
+    value = constant_value(target)
+    if value is None:
+        rank = target.shape.as_tuple()
+        return [(x.dtype, TensorShape(None if rank is None or rank[0] is None
+                                      else [None] * rank[0]))]
+    dims = [int(d) for d in np.asarray(value).reshape(-1)]
+    if sum(d == -1 for d in dims) > 1:
+        raise ValueError(f"reshape to {dims}: at most one dimension may be -1")
+    if any(d < -1 for d in dims):
+        raise ValueError(f"reshape to {dims}: dimensions must be >= -1")
+    total = x.shape.num_elements()
+    known = int(np.prod([d for d in dims if d != -1])) if dims else 1
+    if -1 in dims:
+        if total is not None:
+            if known == 0 or total % known:
+                raise ValueError(f"cannot reshape a tensor of {total} elements (shape {x.shape}) "
+                                 f"to {dims}")
+            dims = [total // known if d == -1 else d for d in dims]
+        else:
+            dims = [None if d == -1 else d for d in dims]
+    elif total is not None and total != known:
+        raise ValueError(f"cannot reshape a tensor of {total} elements (shape {x.shape}) to "
+                         f"shape {dims} ({known} elements)")
+    return [(x.dtype, dims)]
+
+
+def _reshape_kernel(attrs, xp):
+    def reshape_kernel(x, new_shape):
+        return xp.reshape(x, tuple(int(d) for d in new_shape))
+    return reshape_kernel
+
+
+register(OpDef("Reshape", _reshape_infer, _reshape_kernel,
+               grad=lambda op, g: [reshape(g, shape(op.inputs[0])), None]))
+
+
+def reshape(tensor, shape, name=None) -> Tensor:
+    """``tensor`` with its elements in row-major order laid out in ``shape`` (one dim may be -1)."""
+    from tensorweave.graph import dtypes
+    tensor = convert_to_tensor(tensor)
+    shape = convert_to_tensor(shape, dtype=dtypes.int32) if not isinstance(shape, Tensor) \
+        else shape
+    return output(apply_op("Reshape", [tensor, shape], name=name or "Reshape"))
+
+
+__all__ += ["shape", "reshape"]

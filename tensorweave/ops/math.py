@@ -167,3 +167,23 @@ def add_n(inputs, name=None) -> Tensor:
 
 
 __all__ += ["add_n"]
+
+
+# -- BroadcastGradientArgs ------------------------------------------------------------------------
+def _broadcast_gradient_args_kernel(attrs, xp):
+    def reduction_axes(grad_shape, input_shape):
+        """Axes of a gradient of shape ``grad_shape`` to sum to get back to ``input_shape``."""
+        grad_shape = [int(d) for d in grad_shape]
+        input_shape = [int(d) for d in input_shape]
+        lead = len(grad_shape) - len(input_shape)
+        axes = list(range(lead))
+        for i, d in enumerate(input_shape):
+            if d == 1 and grad_shape[lead + i] != 1:
+                axes.append(lead + i)
+        return np.array(axes, dtype=np.int32)
+    return reduction_axes
+
+
+register(OpDef("BroadcastGradientArgs",
+               lambda op: [(op.inputs[0].dtype, [None])],
+               _broadcast_gradient_args_kernel, grad=None))
