@@ -1,0 +1,350 @@
+"""One training step, tensorweave against the same step written by hand in numpy.
+
+Models (float32, random inputs and one-hot labels, fixed across steps):
+
+* ``mlp``: 784-256-10, relu, softmax cross-entropy, plain SGD (lr 0.1), batch 100 and 1,000;
+* ``cnn``: TF's "Deep MNIST" network at batch 50: conv 5x5 1->32 SAME + bias + relu, max pool
+  2x2/2, conv 5x5 32->64 SAME + bias + relu, max pool 2x2/2, fc 3136->1024 + relu, fc 1024->10,
+  softmax cross-entropy, Adam (lr 1e-4). There is NO dropout layer in either implementation (the
+  tutorial's dropout at keep_prob 1.0 is the identity, so this is the same network).
+
+tensorweave builds each model with the TF1 API and runs ``sess.run(train_op, feed)``; the numpy
+side is ``benchmarks/numpy_reference.py`` (forward, backward, update; the CNN by im2col). Both
+start from the same weights. Each configuration runs in its own child process with
+``OPENBLAS_NUM_THREADS``/``OMP_NUM_THREADS``/``MKL_NUM_THREADS`` set before numpy is imported;
+the session of a one-thread run also uses one inter-op thread. ``OPENBLAS_CORETYPE`` and
+``OPENBLAS_L2_SIZE`` are reported when set and passed on unchanged.
+
+    python -m benchmarks.train_step            # 1 and 2 BLAS threads, all models
+    python -m benchmarks.train_step --quick    # fewer repeats: a smoke run
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import subprocess
+import sys
+import tempfile
+
+import numpy as np
+
+import tensorweave as tw
+from benchmarks import numpy_reference as ref
+from benchmarks.common import best_of, median_of, print_table, write_json
+
+THREAD_VARS = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
+# Machine notes: these may be set here and change which OpenBLAS kernels run; we only report them.
+NOTED_VARS = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+REPORTED = [
+    "MLP, batch 100, one thread: numpy 1.01 ms/step, TF1 1.07 ms/step",
+    "CNN, batch 50, one thread: TF1 40.8 ms/step, numpy im2col 116 ms/step",
+]
+GOAL_MLP_RATIO = 1.1
+GOAL_CNN_MS = 60.0
+
+
+@dataclasses.dataclass(frozen=True)
+class Case:
+    """One row of the table: a model at a batch size, and how many steps one timing round runs."""
+
+    model: str
+    batch: int
+    steps_per_round: int
+
+
+CASES = (Case("mlp", 100, 50), Case("mlp", 1000, 5), Case("cnn", 50, 2))
+
+COMMON_API = ("placeholder", "Variable", "matmul", "reduce_mean", "nn.relu",
+              "nn.softmax_cross_entropy_with_logits_v2", "global_variables_initializer")
+MODEL_API = {
+    "mlp": COMMON_API + ("train.GradientDescentOptimizer",),
+    "cnn": COMMON_API + ("reshape", "nn.conv2d", "nn.max_pool", "train.AdamOptimizer"),
+}
+
+
+# -- the tensorweave models (also used by tests/test_benchmark_references.py) ------------------
+
+@dataclasses.dataclass
+class TwModel:
+    """A built model: its graph, inputs, variables by name and scalar loss."""
+
+    graph: object
+    x: object
+    labels: object
+    variables: dict
+    loss: object
+
+
+def missing_api(model: str) -> list:
+    """The TF1 names ``model`` needs that tensorweave does not have (yet)."""
+    missing = []
+    for dotted in MODEL_API[model]:
+        owner = tw
+        for part in dotted.split("."):
+            owner = getattr(owner, part, None)
+        if owner is None:
+            missing.append("tw." + dotted)
+    return missing
+
+
+def _inputs_and_variables(params, inputs, classes, dtype):
+    x = tw.placeholder(dtype, [None, inputs], name="x")
+    labels = tw.placeholder(dtype, [None, classes], name="labels")
+    variables = {name: tw.Variable(value, name=name) for name, value in params.items()}
+    return x, labels, variables
+
+
+def _mean_cross_entropy(labels, logits):
+    return tw.reduce_mean(
+        tw.nn.softmax_cross_entropy_with_logits_v2(labels=labels, logits=logits), name="loss")
+
+
+def build_mlp(params, shape=ref.MlpShape(), dtype=np.float32) -> TwModel:
+    """The MLP with the TF1 API, its variables initialized from ``params``."""
+    graph = tw.Graph()
+    with graph.as_default():
+        x, labels, v = _inputs_and_variables(params, shape.inputs, shape.classes, tw.as_dtype(dtype))
+        hidden = tw.nn.relu(tw.matmul(x, v["w1"]) + v["b1"])
+        logits = tw.matmul(hidden, v["w2"]) + v["b2"]
+        loss = _mean_cross_entropy(labels, logits)
+    return TwModel(graph, x, labels, v, loss)
+
+
+def build_cnn(params, shape=ref.CnnShape(), dtype=np.float32) -> TwModel:
+    """The Deep MNIST network (no dropout) with the TF1 API, initialized from ``params``."""
+    graph = tw.Graph()
+    one, pool = [1, 1, 1, 1], [1, 2, 2, 1]
+    with graph.as_default():
+        x, labels, v = _inputs_and_variables(params, shape.inputs, shape.classes, tw.as_dtype(dtype))
+        images = tw.reshape(x, [-1, shape.image, shape.image, shape.channels])
+        conv1 = tw.nn.relu(tw.nn.conv2d(images, v["w_conv1"], one, "SAME") + v["b_conv1"])
+        pool1 = tw.nn.max_pool(conv1, ksize=pool, strides=pool, padding="SAME")
+        conv2 = tw.nn.relu(tw.nn.conv2d(pool1, v["w_conv2"], one, "SAME") + v["b_conv2"])
+        pool2 = tw.nn.max_pool(conv2, ksize=pool, strides=pool, padding="SAME")
+        flat = tw.reshape(pool2, [-1, shape.flat])
+        hidden = tw.nn.relu(tw.matmul(flat, v["w_fc1"]) + v["b_fc1"])
+        logits = tw.matmul(hidden, v["w_fc2"]) + v["b_fc2"]
+        loss = _mean_cross_entropy(labels, logits)
+    return TwModel(graph, x, labels, v, loss)
+
+
+def tw_optimizer(model: str):
+    """The optimizer of ``model``, as the issue states it."""
+    if model == "mlp":
+        return tw.train.GradientDescentOptimizer(0.1)
+    return tw.train.AdamOptimizer(1e-4)
+
+
+def numpy_step(model: str, params, shape=None):
+    """The hand-written numpy step of ``model`` (it updates ``params`` in place)."""
+    if model == "mlp":
+        return ref.mlp_step(params, ref.Sgd(0.1))
+    return ref.cnn_step(params, ref.Adam(params, 1e-4), shape or ref.CnnShape())
+
+
+# -- measuring (in the child process) ----------------------------------------------------------
+
+def _shape(model: str):
+    return ref.MlpShape() if model == "mlp" else ref.CnnShape()
+
+
+def _fresh_params(model: str) -> dict:
+    return ref.initial_params(_shape(model), np.float32, seed=0)
+
+
+def _timings(fn, case: Case, quick: bool) -> dict:
+    """Warm ``fn`` up, then its best and median seconds per step over repeated rounds."""
+    warmup, repeats = (1, 3) if quick else (3, 7)
+    number = max(1, case.steps_per_round // 5) if quick else case.steps_per_round
+    for _ in range(warmup):
+        fn()
+    return {"best": best_of(fn, repeats=repeats, number=number),
+            "median": median_of(fn, repeats=repeats, number=number)}
+
+
+def measure_numpy(case: Case, x, labels, quick: bool):
+    step = numpy_step(case.model, _fresh_params(case.model))
+    first_loss = float(step(x, labels))
+    return first_loss, _timings(lambda: step(x, labels), case, quick)
+
+
+def measure_tensorweave(case: Case, x, labels, threads: int, quick: bool):
+    build = build_mlp if case.model == "mlp" else build_cnn
+    tw_model = build(_fresh_params(case.model))
+    with tw_model.graph.as_default():
+        train_op = tw_optimizer(case.model).minimize(tw_model.loss)
+        init = tw.global_variables_initializer()
+    config = tw.ConfigProto(inter_op_parallelism_threads=threads)
+    with tw.Session(graph=tw_model.graph, config=config) as sess:
+        sess.run(init)
+        feed = {tw_model.x: x, tw_model.labels: labels}
+        # The first step also fetches the loss, to check both sides compute the same thing.
+        _, first_loss = sess.run([train_op, tw_model.loss], feed)
+        timings = _timings(lambda: sess.run(train_op, feed), case, quick)
+    return float(first_loss), timings
+
+
+def measure_case(case: Case, threads: int, quick: bool) -> dict:
+    shape = _shape(case.model)
+    x, labels = ref.random_batch(shape.inputs, shape.classes, case.batch, np.float32, seed=1)
+    row = {"model": case.model, "batch": case.batch, "threads": threads}
+    row["numpy_first_loss"], np_times = measure_numpy(case, x, labels, quick)
+    row["numpy_ms"], row["numpy_median_ms"] = np_times["best"] * 1e3, np_times["median"] * 1e3
+    missing = missing_api(case.model)
+    if missing:
+        row["skipped"] = "tensorweave lacks " + ", ".join(missing)
+        return row
+    row["tensorweave_first_loss"], tw_times = measure_tensorweave(case, x, labels, threads, quick)
+    row["tensorweave_ms"] = tw_times["best"] * 1e3
+    row["tensorweave_median_ms"] = tw_times["median"] * 1e3
+    row["ratio"] = row["tensorweave_ms"] / row["numpy_ms"]
+    return row
+
+
+def blas_report() -> list:
+    """What threadpoolctl sees of the BLAS libraries actually loaded, when it is installed."""
+    try:
+        from threadpoolctl import threadpool_info
+    except ImportError:
+        return []
+    keys = ("internal_api", "version", "num_threads", "architecture", "threading_layer")
+    return [{k: info.get(k) for k in keys} for info in threadpool_info()]
+
+
+def run_child(args) -> None:
+    """Measure every selected case with the BLAS thread count the parent set for us."""
+    for var in THREAD_VARS:
+        if os.environ.get(var) != str(args.threads):
+            sys.exit(f"--threads {args.threads} is the child mode: {var} must be set to "
+                     f"{args.threads} before numpy starts (run without --threads instead)")
+    rows = [measure_case(case, args.threads, args.quick)
+            for case in CASES if case.model in args.models]
+    with open(args.output, "w") as f:
+        json.dump({"rows": rows, "blas": blas_report()}, f)
+
+
+# -- orchestrating (in the parent process) -----------------------------------------------------
+
+def child_env(threads: int) -> dict:
+    env = dict(os.environ)
+    env.update({var: str(threads) for var in THREAD_VARS})
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [REPO_ROOT, env.get("PYTHONPATH")]))
+    return env
+
+
+def run_children(args) -> list:
+    """One child per thread count; returns their JSON payloads, with the thread count."""
+    results = []
+    for threads in args.thread_counts:
+        with tempfile.TemporaryDirectory() as folder:
+            path = os.path.join(folder, "result.json")
+            cmd = [sys.executable, "-m", "benchmarks.train_step", "--threads", str(threads),
+                   "--output", path, "--models", *args.models] + (["--quick"] if args.quick else [])
+            print(f"measuring with {threads} BLAS thread(s)...", flush=True)
+            subprocess.run(cmd, env=child_env(threads), cwd=REPO_ROOT, check=True)
+            with open(path) as f:
+                results.append({"threads": threads, **json.load(f)})
+    return results
+
+
+def table_rows(rows) -> list:
+    table = []
+    for r in rows:
+        tw_ms = r.get("tensorweave_ms", "skipped")
+        ratio = r.get("ratio", "-")
+        table.append([r["model"], r["batch"], r["threads"], r["numpy_ms"], tw_ms, ratio])
+    return table
+
+
+def goal_lines(rows) -> list:
+    """The issue's goals, each with the measurement it is judged on."""
+    lines = []
+    for r in rows:
+        if "ratio" not in r:
+            continue
+        if r["model"] == "mlp":
+            met = r["ratio"] <= GOAL_MLP_RATIO
+            lines.append(f"MLP batch {r['batch']}, {r['threads']} thread(s): tensorweave/numpy "
+                         f"{r['ratio']:.2f}x (goal <= {GOAL_MLP_RATIO}x): "
+                         f"{'met' if met else 'NOT met'}")
+        elif r["threads"] == 1:
+            met = r["tensorweave_ms"] < GOAL_CNN_MS
+            lines.append(f"CNN batch {r['batch']}, 1 thread: {r['tensorweave_ms']:.1f} ms/step "
+                         f"(goal < {GOAL_CNN_MS:.0f} ms): {'met' if met else 'NOT met'}")
+    return lines
+
+
+def loss_mismatches(rows) -> list:
+    """Rows whose first-step losses disagree: the two sides would not be running the same model."""
+    bad = []
+    for r in rows:
+        if "tensorweave_first_loss" in r:
+            a, b = r["numpy_first_loss"], r["tensorweave_first_loss"]
+            if abs(a - b) > 1e-3 * max(1.0, abs(a)):
+                bad.append(f"{r['model']} batch {r['batch']}: numpy loss {a:.6g}, "
+                           f"tensorweave loss {b:.6g}")
+    return bad
+
+
+def report(args, children) -> None:
+    rows = [row for child in children for row in child["rows"]]
+    noted = {var: os.environ[var] for var in NOTED_VARS if var in os.environ}
+    print_table("One training step (ms/step, best of repeated rounds)",
+                ["model", "batch", "threads", "numpy ms/step", "tensorweave ms/step",
+                 "ratio (tw/numpy)"], table_rows(rows))
+    for r in rows:
+        if "skipped" in r:
+            print(f"  skipped tensorweave {r['model']} batch {r['batch']} "
+                  f"({r['threads']} thread(s)): {r['skipped']}")
+    print("\nNo dropout in either implementation (the tutorial's keep_prob 1.0 is the identity).")
+    print("Reported, not measured here (TF1 issue text, its machine):")
+    for line in REPORTED:
+        print("  " + line)
+    print("\nGoals:")
+    for line in goal_lines(rows) or ["(no tensorweave measurements to judge)"]:
+        print("  " + line)
+    for line in loss_mismatches(rows):
+        print("  WARNING first-step losses differ: " + line)
+    print("\nOpenBLAS environment: " + (", ".join(f"{k}={v}" for k, v in noted.items())
+                                        or "OPENBLAS_CORETYPE and OPENBLAS_L2_SIZE not set"))
+    write_json("train_step", {
+        "quick": args.quick,
+        "rows": rows,
+        "blas": {str(child["threads"]): child["blas"] for child in children},
+        "openblas_environment": noted,
+        "reported_not_measured": REPORTED,
+        "goals": goal_lines(rows),
+        "notes": "no dropout; tensorweave session uses inter_op_parallelism_threads = BLAS "
+                 "threads; ms/step is the best round, *_median_ms the median round",
+    })
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="fewer repeats: a smoke run")
+    parser.add_argument("--models", nargs="+", default=["mlp", "cnn"], choices=["mlp", "cnn"])
+    parser.add_argument("--thread-counts", nargs="+", type=int, default=[1, 2],
+                        help="BLAS thread counts to measure, one child process each")
+    parser.add_argument("--threads", type=int, help="child mode: measure with this many threads")
+    parser.add_argument("--output", help="child mode: where to write the JSON result")
+    return parser.parse_args(argv)
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    if args.threads is not None:
+        run_child(args)
+        return
+    for var in NOTED_VARS:
+        if var in os.environ:
+            print(f"note: {var}={os.environ[var]} is set; left as it is")
+    report(args, run_children(args))
+
+
+if __name__ == "__main__":
+    main()
