@@ -240,6 +240,9 @@ class Graph:
 
     def unique_name(self, name: str, mark_as_used: bool = True) -> str:
         """``name`` under the current name scope, with ``_1``, ``_2``... if already used."""
+        if name.endswith("/") and len(name) > 1:
+            # TF1: ``with name_scope("x") as scope: op(name=scope)`` names the op exactly "x".
+            return name[:-1]
         if not _VALID_NAME.match(name):
             raise ValueError(f"{name!r} is not a valid op name (letters, digits, '.', '_', '-', "
                              f"'/'; must not start with '_' or '-')")
