@@ -25,4 +25,5 @@ from tensorweave.ops.common import convert_to_tensor, register_tensor_conversion
 from tensorweave.ops.control import *  # noqa: F401,F403
 from tensorweave.ops.math import *  # noqa: F401,F403
 from tensorweave.ops.gradients import gradients
+from tensorweave.ops.importer import import_graph_def
 from tensorweave.ops.random import *  # noqa: F401,F403

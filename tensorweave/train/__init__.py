@@ -1,0 +1,1 @@
+from tensorweave.train.graph_io import write_graph
