@@ -22,7 +22,7 @@ from tensorweave.graph.dtypes import DType
 from tensorweave.graph.shapes import TensorShape, as_shape
 
 _PACKAGE_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-_VALID_NAME = re.compile(r"^[A-Za-z0-9.][A-Za-z0-9_.\-/]*$")
+_VALID_NAME = re.compile(r"^[A-Za-z0-9._][A-Za-z0-9_.\-/]*$")
 _MAX_FRAMES = 6
 
 
@@ -378,8 +378,16 @@ class Graph:
     def __len__(self):
         return len(self._ops)
 
+    def as_graph_def(self) -> dict:
+        """The graph as a GraphDef-like dict (see ``tensorweave.graph.serialization``)."""
+        from tensorweave.graph.serialization import graph_to_dict
+        return graph_to_dict(self)
+
     # -- collections ------------------------------------------------------------------------
     def add_to_collection(self, name, value):
+        if self._finalized:
+            raise RuntimeError("Graph is finalized and cannot be modified "
+                               f"(tried to add to collection {name!r})")
         self._collections.setdefault(name, []).append(value)
 
     def add_to_collections(self, names, value):

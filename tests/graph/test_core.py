@@ -480,3 +480,11 @@ def test_user_frames_skip_tensorweave_internals(graph):
     c = tw.add(tw.constant(1.0), 2.0)  # created deep inside tensorweave.ops
     for filename, _, _ in c.op.frames:
         assert not filename.startswith(core._PACKAGE_DIR)
+
+
+def test_a_finalized_graph_rejects_new_collection_entries():
+    # TF1: Graph.add_to_collection checks that the graph is not finalized.
+    g = tw.Graph()
+    g.finalize()
+    with pytest.raises(RuntimeError, match="finalized"):
+        g.add_to_collection("c", 1)
