@@ -22,7 +22,7 @@ from tensorweave.graph.dtypes import DType
 from tensorweave.graph.shapes import TensorShape, as_shape
 
 _PACKAGE_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-_VALID_NAME = re.compile(r"^[A-Za-z0-9._][A-Za-z0-9_.\-/]*$")
+_VALID_NAME = re.compile(r"^[A-Za-z0-9.][A-Za-z0-9_.\-/]*$")
 _MAX_FRAMES = 6
 
 
@@ -186,7 +186,8 @@ class Graph:
                 raise ValueError(f"{op_type} op: input {t.name} belongs to another graph; "
                                  f"tensors of different graphs cannot be combined")
         with self._lock:
-            full_name = self.unique_name(name or op_type)
+            # Names starting with "_" are reserved for internal op types (_Send, _Recv, ...).
+            full_name = self.unique_name(name or op_type, internal=op_type.startswith("_"))
             op = Operation(self, full_name, op_type, inputs,
                            self._control_inputs_for(inputs), attrs, "", user_frames())
             self._apply_colocation_and_device(op)
@@ -238,12 +239,12 @@ class Graph:
                     op.device = target.device
             op.attrs["_class"] = sorted(groups)
 
-    def unique_name(self, name: str, mark_as_used: bool = True) -> str:
+    def unique_name(self, name: str, mark_as_used: bool = True, internal: bool = False) -> str:
         """``name`` under the current name scope, with ``_1``, ``_2``... if already used."""
         if name.endswith("/") and len(name) > 1:
             # TF1: ``with name_scope("x") as scope: op(name=scope)`` names the op exactly "x".
             return name[:-1]
-        if not _VALID_NAME.match(name):
+        if not _VALID_NAME.match(name[1:] if internal and name.startswith("_") else name):
             raise ValueError(f"{name!r} is not a valid op name (letters, digits, '.', '_', '-', "
                              f"'/'; must not start with '_' or '-')")
         full = f"{self._name_stack}/{name}" if self._name_stack else name
