@@ -506,7 +506,7 @@ def _extremum(name, empty_float, empty_int):
     def reduce(xp, x, axis, keep):
         if x.size == 0:
             shape = _reduced_dims(x.shape, axis, keep)
-            if x.dtype.kind == "f" or x.dtype.kind == "V":
+            if x.dtype.kind in "fV":  # "V": bfloat16
                 fill = empty_float
             else:
                 fill = getattr(np.iinfo(x.dtype), empty_int)
@@ -898,7 +898,8 @@ def _sigmoid_kernel(attrs, xp):
         # exp(-|x|) lies in (0, 1], so neither branch overflows for large |x|
         e = xp.exp(-xp.abs(x))
         denominator = 1 + e
-        return xp.where(x >= 0, 1 / denominator, e / denominator)
+        result = xp.where(x >= 0, 1 / denominator, e / denominator)
+        return result.astype(x.dtype, copy=False)  # numpy < 2 widens float32 scalars
     return sigmoid
 
 
@@ -1064,9 +1065,14 @@ def _select_infer(op):
         return [(x.dtype, broadcast)]
     if broadcast is None:
         return [(x.dtype, by_rows)]
-    # both rules may apply: keep what the two agree on
-    return [(x.dtype, [a if a == b else None for a, b in zip(by_rows.as_tuple(),
-                                                              broadcast.as_tuple())])]
+    return [(x.dtype, _agreement(by_rows, broadcast))]  # either rule may run
+
+
+def _agreement(a: TensorShape, b: TensorShape) -> TensorShape:
+    """The most specific shape compatible with both ``a`` and ``b``."""
+    if a.rank is None or b.rank is None or a.rank != b.rank:
+        return TensorShape(None)
+    return TensorShape([p if p == q else None for p, q in zip(a.as_tuple(), b.as_tuple())])
 
 
 def _rows_shape(condition, x, y):

@@ -15,7 +15,8 @@ def _i32(values):
 
 
 def _sigmoid(x):
-    return (1.0 / (1.0 + np.exp(-x.astype(np.float64)))).astype(x.dtype)
+    with np.errstate(over="ignore"):  # exp(1000) is inf, and 1 / inf is the right 0
+        return (1.0 / (1.0 + np.exp(-x.astype(np.float64)))).astype(x.dtype)
 
 
 def _where_summary(c):
