@@ -342,7 +342,8 @@ class Variable:
 
     ``initial_value`` is a value, a Tensor, or a callable returning one. The variable takes its
     dtype and (with ``validate_shape``) its shape from it. Operators and ``tw`` functions use
-    ``v.value()``, the snapshot ``W/read``.
+    ``v.value()``, the snapshot ``W/read``. ``expected_shape`` is accepted and ignored, as
+    TF1 deprecated it.
     """
 
     def __init__(self, initial_value=None, trainable=True, collections=None,
@@ -363,18 +364,17 @@ class Variable:
         graph.add_to_collections(collections, self)
 
     def _build(self, graph, initial_value, dtype, name, validate_shape):
-        var_name = _reserve_name(graph, name)
-        with graph.name_scope(var_name + "/"):
+        # As TF1: the variable's ops live in a fresh name scope "W/", and the VariableV2 op
+        # takes the scope's own name "W".
+        with graph.name_scope(name) as scope:
             initial = _initial_value_tensor(graph, initial_value, dtype)
-        if validate_shape and not initial.shape.is_fully_defined():
-            raise ValueError(f"variable {var_name}: initial_value must have a fully defined "
-                             f"shape, but has shape {initial.shape} (pass validate_shape=False "
-                             f"for a variable whose shape may change)")
-        shape = initial.shape if validate_shape else TensorShape(None)
-        with graph.name_scope(None):
-            self._variable = variable_op_v2(shape, initial.dtype, name=var_name,
-                                            shared_name=var_name)
-        with graph.name_scope(self._variable.op.name + "/"):
+            if validate_shape and not initial.shape.is_fully_defined():
+                raise ValueError(f"variable {scope[:-1]}: initial_value must have a fully "
+                                 f"defined shape, but has shape {initial.shape} (pass "
+                                 f"validate_shape=False for a variable whose shape may change)")
+            shape = initial.shape if validate_shape else TensorShape(None)
+            self._variable = variable_op_v2(shape, initial.dtype, name=scope,
+                                            shared_name=scope[:-1])
             self._initial_value = initial
             self._initializer_op = assign(self._variable, initial, name="Assign",
                                           validate_shape=validate_shape).op
@@ -478,15 +478,6 @@ class Variable:
 
     def __repr__(self):
         return f"<tw.Variable '{self.name}' shape={self.shape} dtype={self.dtype.name}>"
-
-
-def _reserve_name(graph, name: str) -> str:
-    """The full name the variable's op will take (``name`` made unique, not yet marked used).
-
-    A name ending in "/" is taken as is, as TF1 takes a scope name with a trailing slash."""
-    if name.endswith("/"):
-        return name[:-1]
-    return graph.unique_name(name, mark_as_used=False)
 
 
 def _initial_value_tensor(graph, initial_value, dtype) -> Tensor:

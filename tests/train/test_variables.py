@@ -235,6 +235,25 @@ def test_failed_step_leaves_variables_unchanged(graph):
         assert sess.run(v) == 2.0
 
 
+def test_failed_step_on_the_dataflow_runner_leaves_variables_unchanged(graph):
+    a = tw.Variable(np.eye(200, dtype=np.float32) * 2.0, name="a")
+    b = tw.Variable(np.eye(200, dtype=np.float32) * 3.0, name="b")
+    x = tw.placeholder(tw.float32, [None])
+    # Two independent matmuls: enough work for the session to pick the concurrent runner.
+    updates = [a.assign(tw.matmul(a, a)), b.assign(tw.matmul(b, b))]
+    with tw.control_dependencies(updates):
+        bad = tw.reshape(x, [2, 2])
+    config = tw.ConfigProto(inter_op_parallelism_threads=2)
+    with tw.Session(config=config) as sess:
+        sess.run(tw.global_variables_initializer())
+        with pytest.raises(tw.errors.InvalidArgumentError, match="Reshape"):
+            sess.run(bad, {x: [1.0]})
+        assert any(step.parallel for _, step, _ in sess._steps.values())
+        assert sess.run(a)[0, 0] == 2.0 and sess.run(b)[0, 0] == 3.0
+        sess.run(bad, {x: [1.0, 2.0, 3.0, 4.0]})
+        assert sess.run(a)[0, 0] == 4.0 and sess.run(b)[0, 0] == 9.0
+
+
 def test_failed_initializer_step_leaves_variables_uninitialized(graph):
     a = tw.Variable(1.0, name="a")
     x = tw.placeholder(tw.float32, [None])
