@@ -8,6 +8,9 @@ arrays become constants. Inference reads them at graph-construction time when it
 (``registry.constant_value``) or element by element (``known_elements``, which also sees
 through ``tw.shape(x)[i]``, ``tw.stack`` and ``tw.concat`` of such pieces, as TF's
 ``constant_value_as_shape`` does). What is only known at run time leaves dims unknown.
+
+``range`` and ``slice`` in this module are the tw ops; Python's are spelled ``builtins.range``
+and ``builtins.slice``.
 """
 
 from __future__ import annotations
@@ -46,6 +49,8 @@ def int_tensor(value, what="argument", dtype=None) -> Tensor:
     if isinstance(value, Tensor):
         tensor = value
     elif isinstance(value, (np.ndarray, np.generic)):
+        if np.asarray(value).dtype.kind not in "iu":  # never truncate floats silently
+            raise TypeError(f"{what} must be int32 or int64, got a {value.dtype} array")
         tensor = convert_to_tensor(value, dtype=dtype)
     else:
         tensor = convert_to_tensor(_plain_ints(value), dtype=dtype,
@@ -554,7 +559,7 @@ def ones(shape, dtype=dtypes.float32, name=None) -> Tensor:
 
 
 def _filled(shape, scalar, dtype, name):
-    dims = int_tensor(shape, f"the shape of {name}")
+    dims = int_tensor([shape] if _is_int(shape) else shape, f"the shape of {name}")
     static = shape_from_tensor(dims, f"the shape of {name}")
     if static.is_fully_defined() and static.num_elements() < _SMALL_CONSTANT:
         return constant_tensor(np.full(static.as_list(), scalar, dtype=dtype.np), name)
@@ -727,20 +732,28 @@ __all__ += ["transpose", "invert_permutation"]
 def _expand_dims_infer(op):
     x, axis = op.inputs
     _check_index_dtype(axis, "the axis of expand_dims")
-    if axis.shape.rank not in (None, 0):
+    if axis.shape.num_elements() not in (None, 1):
         raise ValueError(f"the axis of expand_dims must be a scalar, got shape {axis.shape}")
     dims = x.shape.as_tuple()
-    a = const_int(axis)
+    values = const_ints(axis)  # TF also takes a vector of one element
     if dims is None:
         return [(x.dtype, TensorShape(None))]
-    if a is None:
+    if values is None:
         return [(x.dtype, [None] * (len(dims) + 1))]
-    a = normalize_axis(a, len(dims) + 1, "the axis of expand_dims")
+    a = normalize_axis(values[0], len(dims) + 1, "the axis of expand_dims")
     return [(x.dtype, dims[:a] + (1,) + dims[a:])]
 
 
-register(OpDef("ExpandDims", _expand_dims_infer,
-               lambda attrs, xp: lambda x, axis: xp.expand_dims(x, int(axis)),
+def _expand_dims_kernel(attrs, xp):
+    def expand_dims_kernel(x, axis):
+        a = _ints(axis)
+        if len(a) != 1:
+            raise ValueError(f"the axis of expand_dims must be a scalar, got {a}")
+        return xp.expand_dims(x, normalize_axis(a[0], x.ndim + 1, "the axis of expand_dims"))
+    return expand_dims_kernel
+
+
+register(OpDef("ExpandDims", _expand_dims_infer, _expand_dims_kernel,
                grad=lambda op, g: [reshape(g, shape(op.inputs[0])), None]))
 
 
@@ -1505,22 +1518,34 @@ def _gather_kernel(attrs, xp):
 def _gather_grad(op, g):
     """Scatter-add g's rows back to where they were gathered from (a dense gradient)."""
     params, indices, axis = op.inputs
-    a, p_rank, i_rank = const_int(axis), params.shape.rank, indices.shape.rank
-    if a is not None and p_rank is not None:
-        a = normalize_axis(a, p_rank, "the axis of gather")
+    a = _static_axis(axis, params)
     p_shape = shape(params)
-    if a == 0:
+    if isinstance(a, int) and a == 0:
         return [_scatter_rows(g, indices, p_shape[0], p_shape[1:]), None, None]
-    if a is None or p_rank is None or i_rank is None:
-        raise ValueError(f"the gradient of gather along an axis other than 0 needs a static axis "
-                         f"and static ranks (params: {params.shape}, indices: {indices.shape})")
-    # g is outer + indices + inner dims; move the indices' dims to the front, scatter, move back.
-    outer, inner = list(builtins.range(a)), list(builtins.range(a + i_rank, p_rank + i_rank - 1))
-    moved = transpose(g, list(builtins.range(a, a + i_rank)) + outer + inner)
+    # g is outer + indices + inner dims: move the indices' dims to the front, scatter the rows
+    # back, and move the scattered dim to ``a``. Static ranks make every perm a constant.
+    i_rank = _static_rank(indices)
+    p_rank = _static_rank(params)
+    perm = concat([range(a, a + i_rank), range(a), range(a + i_rank, p_rank + i_rank - 1)], 0)
     rows = concat([p_shape[:a], p_shape[a + 1:]], 0)
-    summed = _scatter_rows(moved, indices, p_shape[a], rows)
-    back = list(builtins.range(1, a + 1)) + [0] + list(builtins.range(a + 1, p_rank))
+    summed = _scatter_rows(transpose(g, perm), indices, p_shape[a], rows)
+    back = concat([range(1, a + 1), [0], range(a + 1, p_rank)], 0)
     return [transpose(summed, back), None, None]
+
+
+def _static_rank(tensor):
+    """The rank of ``tensor``: an int when static, else a scalar int32 tensor."""
+    return tensor.shape.rank if tensor.shape.rank is not None else rank(tensor)
+
+
+def _static_axis(axis, like):
+    """An axis of ``like`` made non-negative: an int when static, else an int32 tensor."""
+    from tensorweave.ops.math import cast, floormod
+    a = const_int(axis)
+    if a is not None and (a >= 0 or like.shape.rank is not None):
+        return normalize_axis(a, like.shape.rank, "the axis of gather")
+    axis = axis if axis.dtype is dtypes.int32 else cast(axis, dtypes.int32)
+    return floormod(axis, rank(like))
 
 
 def _scatter_rows(values, indices, n, row_shape):

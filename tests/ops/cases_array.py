@@ -203,8 +203,9 @@ SLICES = [
 
 GATHERS = [
     OpCase("GatherV2", tw.gather, [rand(5, 3), _i32([4, 0, 4, 2])], lambda p, i: p[i]),
-    OpCase("GatherV2", lambda p, i: tw.gather(p, i, axis=1), [rand(2, 4, 3), _i32([[3, 1], [1, 1]])],
-           lambda p, i: np.take(p, i, axis=1), name="axis1_repeated"),
+    OpCase("GatherV2", lambda p, i: tw.gather(p, i, axis=1),
+           [rand(2, 4, 3), _i32([[3, 1], [1, 1]])], lambda p, i: np.take(p, i, axis=1),
+           name="axis1_repeated"),
     OpCase("GatherV2", lambda p, i: tw.gather(p, i, axis=-1), [rand(2, 3), arr([2, 0], "int64")],
            lambda p, i: p[:, i], name="last_axis_int64"),
     OpCase("GatherV2", tw.gather, [rand(4, 2, dtype="int32"), _i32(3)], lambda p, i: p[3],
@@ -227,7 +228,8 @@ GATHERS = [
            name="axis0_int32"),
     OpCase("OneHot", lambda i: tw.one_hot(i, 2, dtype=tw.bool), [arr([], "uint8")],
            lambda i: np.zeros((0, 2), bool), grad=False, name="empty_bool"),
-    OpCase("Tile", lambda x: tw.tile(x, [2, 1, 3]), [rand(2, 2, 1)], lambda x: np.tile(x, (2, 1, 3))),
+    OpCase("Tile", lambda x: tw.tile(x, [2, 1, 3]), [rand(2, 2, 1)],
+           lambda x: np.tile(x, (2, 1, 3))),
     OpCase("Tile", lambda x: tw.tile(x, [3]), [rand(2, dtype="int32")],
            lambda x: np.tile(x, 3), name="int32"),
     OpCase("Tile", lambda x: tw.tile(x, [0, 2]), [rand(2, 2)],

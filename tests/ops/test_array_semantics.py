@@ -253,6 +253,7 @@ def test_zeros_and_ones_are_constants_when_small_and_fills_when_large():
     big = tw.ones([100, 10])
     assert big.op.type == "Fill" and big.shape.as_list() == [100, 10]
     assert tw.zeros(tw.TensorShape([2, 2]), dtype=tw.bool).dtype == tw.bool
+    assert tw.ones(3).shape.as_list() == [3] and tw.zeros([]).shape.as_list() == []
     np.testing.assert_array_equal(run(big), np.ones((100, 10), np.float32))
 
 
@@ -274,6 +275,8 @@ def test_fill_with_fed_dims_and_errors():
         tw.fill([2], [1, 2])
     with pytest.raises(TypeError, match="int32 or int64"):
         tw.fill([2.0], 1)
+    with pytest.raises(TypeError, match="int32 or int64, got a float64 array"):
+        tw.fill(np.array([2.0]), 1)
 
 
 def test_range_dtype_rules():
@@ -341,6 +344,9 @@ def test_squeeze_all_with_unknown_dims_has_unknown_rank():
 def test_expand_dims_axis_range_and_alias():
     x = tw.zeros([2, 3])
     assert tw.expand_dims(x, dim=2).shape.as_list() == [2, 3, 1]
+    assert tw.expand_dims(x, [1]).shape.as_list() == [2, 1, 3]
+    with pytest.raises(ValueError, match="must be a scalar"):
+        tw.expand_dims(x, [0, 1])
     assert tw.expand_dims(x, -3).shape.as_list() == [1, 2, 3]
     with pytest.raises(ValueError, match="out of range"):
         tw.expand_dims(x, 3)
@@ -543,3 +549,24 @@ def test_array_op_graph_verifies_and_round_trips_through_json(fresh_graph):
 def _graph_json(graph):
     from tensorweave.graph.serialization import to_json
     return to_json(graph)
+
+
+@pytest.mark.parametrize("axis_fed", [False, True])
+def test_gather_gradient_along_an_inner_axis_with_unknown_ranks(axis_fed):
+    params = tw.placeholder(tw.float32, None)
+    indices = tw.placeholder(tw.int32, None)
+    axis = tw.placeholder(tw.int64, []) if axis_fed else -2
+    y = tw.gather(params, indices, axis=axis)
+    weights = tw.placeholder(tw.float32, None)
+    grad, = tw.gradients(tw.reduce_sum(y * weights), params)
+    p = np.zeros((2, 3, 2), np.float32)
+    i = np.array([[2, 0], [2, 2]], np.int32)
+    w = np.random.default_rng(1).normal(size=(2, 2, 2, 2)).astype(np.float32)
+    want = np.zeros_like(p)
+    for a in range(2):
+        for b in range(2):
+            want[:, i[a, b], :] += w[:, a, b, :]
+    feed = {params: p, indices: i, weights: w}
+    if axis_fed:
+        feed[axis] = -2
+    np.testing.assert_allclose(run(grad, feed), want, rtol=1e-6)
