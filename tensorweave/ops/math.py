@@ -407,7 +407,7 @@ def _broadcast_like(t: Tensor, x: Tensor) -> Tensor:
     """``t`` (in a keep_dims shape) broadcast to the shape of ``x``."""
     if t.shape.is_fully_defined() and t.shape == x.shape:
         return t
-    return multiply(t, array_ops.ones_like(x))
+    return array_ops.broadcast_to(t, array_ops.shape(x))
 
 
 def _element_count(x: Tensor, y: Tensor, dtype):
@@ -415,7 +415,7 @@ def _element_count(x: Tensor, y: Tensor, dtype):
     nx, ny = x.shape.num_elements(), y.shape.num_elements()
     if nx is not None and ny is not None:
         return nx // builtins.max(ny, 1)
-    sizes = [reduce_prod(array_ops.shape(t, out_type=dtypes.int64)) for t in (x, y)]
+    sizes = [array_ops.size(t, out_type=dtypes.int64) for t in (x, y)]
     return cast(floordiv(sizes[0], maximum(sizes[1], 1)), dtype)
 
 
@@ -939,8 +939,13 @@ register(OpDef("Floor", _unary_infer(FLOATS), _ufunc("floor"), fusion="elementwi
                grad=NO_GRADIENT))
 register(OpDef("Ceil", _unary_infer(FLOATS), _ufunc("ceil"), fusion="elementwise",
                grad=NO_GRADIENT))
-# xp.round rounds halves to even, as TF's round does; integers come back unchanged
-register(OpDef("Round", _unary_infer(NUMBERS), _ufunc("round"), fusion="elementwise",
+def _round_kernel(attrs, xp):
+    # rounds halves to even, as TF's round does; integers come back unchanged. Older cupy
+    # releases spell it ``around``.
+    return getattr(xp, "round", None) or xp.around
+
+
+register(OpDef("Round", _unary_infer(NUMBERS), _round_kernel, fusion="elementwise",
                grad=NO_GRADIENT))
 
 
