@@ -1,0 +1,11 @@
+"""``tw.nn``: the neural-network functions, under TF1's ``tf.nn`` names.
+
+The ops live in ``tensorweave.ops.nn``; ``sigmoid`` and ``tanh`` are the math ops, which TF1 also
+exposes here.
+"""
+
+from tensorweave.ops.math import sigmoid, tanh
+from tensorweave.ops.nn import *  # noqa: F401,F403
+from tensorweave.ops.nn import __all__ as _ops_nn_all
+
+__all__ = list(_ops_nn_all) + ["sigmoid", "tanh"]
