@@ -1,3 +1,9 @@
 from tensorweave.train.graph_io import write_graph
 from tensorweave.ops.state import (create_global_step, get_global_step,  # noqa: F401
                                     get_or_create_global_step, global_step)
+from tensorweave.train.optimizers import (AdagradOptimizer, AdamOptimizer,  # noqa: F401
+                                          GradientDescentOptimizer, MomentumOptimizer,
+                                          Optimizer, RMSPropOptimizer)
+from tensorweave.train.saver import (CheckpointState, Saver, checkpoint_exists,  # noqa: F401
+                                     get_checkpoint_state, latest_checkpoint, list_variables,
+                                     load_variable, update_checkpoint_state)

@@ -1,0 +1,238 @@
+"""Training update ops: one step of an optimizer's update rule, applied to a variable in place.
+
+Each ``Apply*`` op takes the hyperparameters and the gradient as tensors; its attrs name the
+variable (``var``) and the optimizer's slot variables (``m``, ``v``, ``accum``, ...) in the
+session's variable store. The kernel reads them from the step context, computes TF1's update
+formula in the variable's dtype, writes the variable and its slots back (committed when the
+step succeeds) and returns the variable's new value. The ops have no gradient.
+
+The public functions take ``tw.Variable`` objects and build the op colocated with the variable,
+as TF1's ``training_ops.apply_*`` do; the optimizers in ``tw.train`` are their usual callers.
+"""
+
+from __future__ import annotations
+
+from tensorweave import errors
+from tensorweave.graph.core import get_default_graph
+from tensorweave.ops.common import FLOATS, convert_to_tensor, output
+from tensorweave.ops.registry import NO_GRADIENT, OpDef, apply_op, register
+
+__all__ = ["apply_gradient_descent", "apply_momentum", "apply_adam", "apply_rms_prop",
+           "apply_centered_rms_prop", "apply_adagrad"]
+
+
+# -- what every update op shares ----------------------------------------------------------------
+def _update_infer(input_names, grad_index):
+    """Inference for an update op: scalar hyperparameters of the gradient's float dtype; the
+    output is the variable's new value, of the gradient's dtype and shape."""
+    def infer(op):
+        grad = op.inputs[grad_index]
+        if grad.dtype.name not in FLOATS:
+            raise TypeError(f"the gradient of variable {op.attrs['var']} has dtype "
+                            f"{grad.dtype.name}; update ops need a float dtype")
+        for name, t in zip(input_names, op.inputs):
+            if t.dtype is not grad.dtype:
+                raise TypeError(f"input '{name}' has dtype {t.dtype.name}, which does not match "
+                                f"the gradient's dtype {grad.dtype.name}")
+            if t is not grad and t.shape.rank not in (None, 0):
+                raise ValueError(f"input '{name}' must be a scalar, but has shape {t.shape}")
+        return [(grad.dtype, grad.shape)]
+    return infer
+
+
+def _read(ctx, name, grad):
+    """The current value of variable ``name``; it must match the gradient's shape and dtype."""
+    value = ctx.read_variable(name)
+    if value.shape != grad.shape or value.dtype != grad.dtype:
+        raise errors.InvalidArgumentError(
+            None, None, f"variable {name} holds a value of dtype {value.dtype} and shape "
+                        f"{list(value.shape)}, but its update has dtype {grad.dtype} and shape "
+                        f"{list(grad.shape)}")
+    return value
+
+
+def _write(ctx, xp, name, value, dtype):
+    # 0-d arithmetic gives numpy scalars; the store keeps arrays of the variable's exact dtype.
+    value = xp.asarray(value, dtype=dtype)
+    ctx.write_variable(name, value)
+    return value
+
+
+def _one(xp, like):
+    """1 in ``like``'s dtype (a bare Python 1 may promote float16 to float64 on older numpy)."""
+    return xp.asarray(1, dtype=like.dtype)
+
+
+def variable_store_name(var) -> str:
+    """The name under which the session's variable store keeps ``var``'s value."""
+    op = getattr(var, "op", None)
+    if op is None or op.type != "VariableV2":
+        raise TypeError(f"expected a tw.Variable, got {var!r}")
+    return op.attrs["shared_name"]
+
+
+def _update_op(op_type, var, inputs, slots, attrs=None, name=None):
+    """Build an update op for ``var`` (a tw.Variable), colocated with it."""
+    graph = getattr(var, "graph", None) or get_default_graph()
+    all_attrs = {"var": variable_store_name(var)}
+    all_attrs.update({key: variable_store_name(slot) for key, slot in slots.items()})
+    all_attrs.update(attrs or {})
+    with graph.as_default(), graph.colocate_with(var.op):
+        dtype = var.dtype.base_dtype
+        tensors = [convert_to_tensor(t, dtype=dtype) for t in inputs]
+        return output(apply_op(op_type, tensors, all_attrs, name=name or op_type))
+
+
+# -- ApplyGradientDescent -----------------------------------------------------------------------
+def _gradient_descent_kernel(attrs, xp):
+    var_name = attrs["var"]
+
+    def apply_gradient_descent_kernel(ctx, alpha, delta):
+        var = _read(ctx, var_name, delta)
+        return _write(ctx, xp, var_name, var - alpha * delta, var.dtype)
+    return apply_gradient_descent_kernel
+
+
+register(OpDef("ApplyGradientDescent", _update_infer(("alpha", "delta"), 1),
+               _gradient_descent_kernel, grad=NO_GRADIENT, stateful=True, uses_context=True))
+
+
+def apply_gradient_descent(var, alpha, delta, use_locking=False, name=None):
+    """``var -= alpha * delta``; returns the new value."""
+    return _update_op("ApplyGradientDescent", var, [alpha, delta], {}, name=name)
+
+
+# -- ApplyMomentum ------------------------------------------------------------------------------
+def _momentum_kernel(attrs, xp):
+    var_name, accum_name = attrs["var"], attrs["accum"]
+    nesterov = attrs["use_nesterov"]
+
+    def apply_momentum_kernel(ctx, lr, grad, momentum):
+        var = _read(ctx, var_name, grad)
+        accum = _write(ctx, xp, accum_name, _read(ctx, accum_name, grad) * momentum + grad,
+                       var.dtype)
+        if nesterov:
+            step = lr * grad + lr * momentum * accum
+        else:
+            step = lr * accum
+        return _write(ctx, xp, var_name, var - step, var.dtype)
+    return apply_momentum_kernel
+
+
+register(OpDef("ApplyMomentum", _update_infer(("lr", "grad", "momentum"), 1),
+               _momentum_kernel, grad=NO_GRADIENT, stateful=True, uses_context=True))
+
+
+def apply_momentum(var, accum, lr, grad, momentum, use_locking=False, use_nesterov=False,
+                   name=None):
+    """``accum = accum * momentum + grad; var -= lr * accum`` (Nesterov:
+    ``var -= lr * grad + lr * momentum * accum``); returns the new value."""
+    return _update_op("ApplyMomentum", var, [lr, grad, momentum], {"accum": accum},
+                      {"use_nesterov": bool(use_nesterov)}, name=name)
+
+
+# -- ApplyAdam ----------------------------------------------------------------------------------
+def _adam_kernel(attrs, xp):
+    var_name, m_name, v_name = attrs["var"], attrs["m"], attrs["v"]
+
+    def apply_adam_kernel(ctx, beta1_power, beta2_power, lr, beta1, beta2, epsilon, grad):
+        var = _read(ctx, var_name, grad)
+        one = _one(xp, grad)
+        lr_t = lr * xp.sqrt(one - beta2_power) / (one - beta1_power)
+        m = _write(ctx, xp, m_name, beta1 * _read(ctx, m_name, grad) + (one - beta1) * grad,
+                   var.dtype)
+        v = _write(ctx, xp, v_name,
+                   beta2 * _read(ctx, v_name, grad) + (one - beta2) * (grad * grad), var.dtype)
+        return _write(ctx, xp, var_name, var - lr_t * m / (xp.sqrt(v) + epsilon), var.dtype)
+    return apply_adam_kernel
+
+
+_ADAM_INPUTS = ("beta1_power", "beta2_power", "lr", "beta1", "beta2", "epsilon", "grad")
+register(OpDef("ApplyAdam", _update_infer(_ADAM_INPUTS, 6), _adam_kernel,
+               grad=NO_GRADIENT, stateful=True, uses_context=True))
+
+
+def apply_adam(var, m, v, beta1_power, beta2_power, lr, beta1, beta2, epsilon, grad,
+               use_locking=False, name=None):
+    """One Adam step with bias correction ``lr_t = lr * sqrt(1 - beta2^t) / (1 - beta1^t)``;
+    the caller advances ``beta1_power`` and ``beta2_power`` after all variables."""
+    return _update_op("ApplyAdam", var,
+                      [beta1_power, beta2_power, lr, beta1, beta2, epsilon, grad],
+                      {"m": m, "v": v}, name=name)
+
+
+# -- ApplyRMSProp / ApplyCenteredRMSProp --------------------------------------------------------
+def _rms_prop_kernel(attrs, xp):
+    var_name, ms_name, mom_name = attrs["var"], attrs["ms"], attrs["mom"]
+
+    def apply_rms_prop_kernel(ctx, lr, rho, momentum, epsilon, grad):
+        var = _read(ctx, var_name, grad)
+        one = _one(xp, grad)
+        ms = _write(ctx, xp, ms_name, rho * _read(ctx, ms_name, grad) + (one - rho) * grad * grad,
+                    var.dtype)
+        mom = _write(ctx, xp, mom_name, momentum * _read(ctx, mom_name, grad)
+                     + lr * grad / xp.sqrt(ms + epsilon), var.dtype)
+        return _write(ctx, xp, var_name, var - mom, var.dtype)
+    return apply_rms_prop_kernel
+
+
+_RMS_PROP_INPUTS = ("lr", "rho", "momentum", "epsilon", "grad")
+register(OpDef("ApplyRMSProp", _update_infer(_RMS_PROP_INPUTS, 4), _rms_prop_kernel,
+               grad=NO_GRADIENT, stateful=True, uses_context=True))
+
+
+def apply_rms_prop(var, ms, mom, lr, rho, momentum, epsilon, grad, use_locking=False, name=None):
+    """``ms = rho*ms + (1-rho)*g^2; mom = momentum*mom + lr*g/sqrt(ms+eps); var -= mom``."""
+    return _update_op("ApplyRMSProp", var, [lr, rho, momentum, epsilon, grad],
+                      {"ms": ms, "mom": mom}, name=name)
+
+
+def _centered_rms_prop_kernel(attrs, xp):
+    var_name, mg_name = attrs["var"], attrs["mg"]
+    ms_name, mom_name = attrs["ms"], attrs["mom"]
+
+    def apply_centered_rms_prop_kernel(ctx, lr, rho, momentum, epsilon, grad):
+        var = _read(ctx, var_name, grad)
+        one = _one(xp, grad)
+        mg = _write(ctx, xp, mg_name, rho * _read(ctx, mg_name, grad) + (one - rho) * grad,
+                    var.dtype)
+        ms = _write(ctx, xp, ms_name, rho * _read(ctx, ms_name, grad) + (one - rho) * grad * grad,
+                    var.dtype)
+        # The variance estimate ms - mg^2 replaces ms: RMSProp centered on the mean gradient.
+        denominator = ms - mg * mg + epsilon
+        mom = _write(ctx, xp, mom_name, momentum * _read(ctx, mom_name, grad)
+                     + lr * grad / xp.sqrt(denominator), var.dtype)
+        return _write(ctx, xp, var_name, var - mom, var.dtype)
+    return apply_centered_rms_prop_kernel
+
+
+register(OpDef("ApplyCenteredRMSProp", _update_infer(_RMS_PROP_INPUTS, 4),
+               _centered_rms_prop_kernel, grad=NO_GRADIENT, stateful=True, uses_context=True))
+
+
+def apply_centered_rms_prop(var, mg, ms, mom, lr, rho, momentum, epsilon, grad,
+                            use_locking=False, name=None):
+    """RMSProp normalized by the variance ``ms - mg^2`` instead of the second moment ``ms``."""
+    return _update_op("ApplyCenteredRMSProp", var, [lr, rho, momentum, epsilon, grad],
+                      {"mg": mg, "ms": ms, "mom": mom}, name=name)
+
+
+# -- ApplyAdagrad -------------------------------------------------------------------------------
+def _adagrad_kernel(attrs, xp):
+    var_name, accum_name = attrs["var"], attrs["accum"]
+
+    def apply_adagrad_kernel(ctx, lr, grad):
+        var = _read(ctx, var_name, grad)
+        accum = _write(ctx, xp, accum_name, _read(ctx, accum_name, grad) + grad * grad,
+                       var.dtype)
+        return _write(ctx, xp, var_name, var - lr * grad / xp.sqrt(accum), var.dtype)
+    return apply_adagrad_kernel
+
+
+register(OpDef("ApplyAdagrad", _update_infer(("lr", "grad"), 1), _adagrad_kernel,
+               grad=NO_GRADIENT, stateful=True, uses_context=True))
+
+
+def apply_adagrad(var, accum, lr, grad, use_locking=False, name=None):
+    """``accum += grad^2; var -= lr * grad / sqrt(accum)``; returns the new value."""
+    return _update_op("ApplyAdagrad", var, [lr, grad], {"accum": accum}, name=name)
