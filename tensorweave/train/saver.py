@@ -541,9 +541,12 @@ def update_checkpoint_state(save_dir, model_checkpoint_path, all_model_checkpoin
 
 
 def _relative_to(directory, prefix, relative):
+    """How the state file names ``prefix``: its base name when it lies in ``directory`` (and
+    ``relative``), else its absolute path (a relative one would be read against the wrong
+    directory)."""
     if relative and os.path.abspath(os.path.dirname(prefix)) == os.path.abspath(directory):
         return os.path.basename(prefix)
-    return prefix
+    return os.path.abspath(prefix)
 
 
 def get_checkpoint_state(checkpoint_dir, latest_filename=None):

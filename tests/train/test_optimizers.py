@@ -453,3 +453,41 @@ def test_failed_update_step_changes_nothing(graph):
     assert before.keys() == after.keys()
     for name in before:
         np.testing.assert_array_equal(before[name], after[name], err_msg=name)
+
+
+def test_learning_rate_may_be_a_callable(graph):
+    w = tw.Variable([1.0], name="w")
+    train = tw.train.GradientDescentOptimizer(lambda: 0.25).minimize(tw.reduce_sum(w * 2.0))
+    with tw.Session() as sess:
+        sess.run(tw.global_variables_initializer())
+        sess.run(train)
+        np.testing.assert_allclose(sess.run(w), [0.5])
+
+
+def _train_two_layers(threads):
+    """Five Adam steps on two independent 128x128 matmuls (enough work for the dataflow
+    runner to run them in parallel when threads allow)."""
+    graph = tw.Graph()
+    with graph.as_default():
+        rng = np.random.default_rng(0)
+        x = tw.constant(rng.normal(size=(128, 128)).astype(np.float32))
+        w1 = tw.Variable(rng.normal(size=(128, 128)).astype(np.float32) * 0.01, name="w1")
+        w2 = tw.Variable(rng.normal(size=(128, 128)).astype(np.float32) * 0.01, name="w2")
+        loss = tw.reduce_sum(tw.square(tw.matmul(x, w1))) + \
+            tw.reduce_sum(tw.square(tw.matmul(x, w2)))
+        step = tw.train.get_or_create_global_step()
+        opt = tw.train.AdamOptimizer(0.01)
+        train = opt.minimize(loss, global_step=step)
+        config = tw.ConfigProto(inter_op_parallelism_threads=threads)
+        with tw.Session(config=config) as sess:
+            sess.run(tw.global_variables_initializer())
+            for _ in range(5):
+                sess.run(train)
+            return sess.run([w1, w2, step] + opt.variables())
+
+
+def test_dataflow_runner_gives_the_straight_line_result():
+    parallel, sequential = _train_two_layers(0), _train_two_layers(1)
+    assert int(parallel[2]) == 5 and len(parallel) == 3 + 6  # 2 slots each, 2 beta powers
+    for got, want in zip(parallel, sequential):
+        np.testing.assert_array_equal(got, want)

@@ -371,3 +371,15 @@ def test_save_needs_an_existing_directory_and_the_right_graph(graph, tmp_path):
     with tw.Session(graph=tw.Graph()) as sess:
         with pytest.raises(ValueError, match="graph"):
             saver.save(sess, str(tmp_path / "m"))
+
+
+def test_absolute_paths_in_the_state_file_when_not_relative(graph, tmp_path, monkeypatch):
+    w = tw.Variable([1.0], name="w")
+    monkeypatch.chdir(tmp_path)
+    os.mkdir("ckpt")
+    with tw.Session() as sess:
+        sess.run(tw.global_variables_initializer())
+        tw.train.Saver([w], save_relative_paths=False).save(sess, "ckpt/model", global_step=1)
+    with open(tmp_path / "ckpt" / "checkpoint") as f:
+        assert json.load(f)["model_checkpoint_path"] == str(tmp_path / "ckpt" / "model-1")
+    assert tw.train.latest_checkpoint("ckpt") == str(tmp_path / "ckpt" / "model-1")
