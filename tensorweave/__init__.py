@@ -27,5 +27,6 @@ from tensorweave.ops.math import *  # noqa: F401,F403
 from tensorweave.ops.gradients import gradients
 from tensorweave.ops.importer import import_graph_def
 from tensorweave.ops.random import *  # noqa: F401,F403
-from tensorweave import nn  # noqa: E402  (tw.nn namespace)
 from tensorweave.ops.state import *  # noqa: F401,F403
+
+from tensorweave import nn, train  # noqa: E402  (the tw.nn and tw.train namespaces)

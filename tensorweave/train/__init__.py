@@ -1,6 +1,8 @@
-from tensorweave.train.graph_io import write_graph
+"""``tw.train``: optimizers, checkpoints, the global step and graph writing (TF1 names)."""
+
 from tensorweave.ops.state import (create_global_step, get_global_step,  # noqa: F401
-                                    get_or_create_global_step, global_step)
+                                   get_or_create_global_step, global_step)
+from tensorweave.train.graph_io import write_graph  # noqa: F401
 from tensorweave.train.optimizers import (AdagradOptimizer, AdamOptimizer,  # noqa: F401
                                           GradientDescentOptimizer, MomentumOptimizer,
                                           Optimizer, RMSPropOptimizer)
