@@ -3,9 +3,10 @@
 Each model is a parameter dict, a ``*_loss_and_grads(params, x, labels)`` function (forward and
 backward) and an optimizer that updates the parameters in place. The code is what a careful
 numpy programmer would write: float32 throughout, in-place updates where they save a pass over
-memory, the convolutions as im2col (a strided window view copied once into a column matrix)
-followed by one matmul, and nothing a framework could not also do (no folding of the learning
-rate into the backward pass, no skipped work that the graph has to do).
+memory, the convolutions as im2col (a strided window view copied into a column matrix) and a
+matmul, one slice of the batch at a time so the columns stay in cache, and nothing a framework
+could not also do (no folding of the learning rate into the backward pass, no skipped work that
+the graph has to do).
 
 Semantics follow TF1 so that the numbers compare like with like, and
 ``tests/test_benchmark_references.py`` checks them against tensorweave:
@@ -125,54 +126,90 @@ def same_padding(kernel: int) -> tuple:
     return before, kernel - 1 - before
 
 
-def im2col(x, kernel: int):
-    """Patches of a SAME, stride-1 convolution of NHWC ``x``: an ``[N*H*W, k*k*C]`` matrix.
+def pad_same(x, kernel: int):
+    """NHWC ``x`` with the zero border of a SAME, stride-1 convolution."""
+    before, after = same_padding(kernel)
+    return np.pad(x, ((0, 0), (before, after), (before, after), (0, 0)))
+
+
+def crop_same(padded, kernel: int):
+    """The inverse of ``pad_same``: the interior of a padded NHWC array (a view)."""
+    before, after = same_padding(kernel)
+    return padded[:, before:padded.shape[1] - after, before:padded.shape[2] - after, :]
+
+
+def im2col(padded, kernel: int):
+    """Patches of a stride-1 convolution over already padded NHWC images: ``[N*H*W, k*k*C]``.
 
     Columns are ordered (row, column, channel) to match a ``[k, k, C, F]`` filter reshaped to
     ``[k*k*C, F]``. The window view costs nothing; the one copy lays the patches out for BLAS.
     """
-    n, h, w, c = x.shape
-    before, after = same_padding(kernel)
-    padded = np.pad(x, ((0, 0), (before, after), (before, after), (0, 0)))
+    n, _, _, c = padded.shape
     windows = sliding_window_view(padded, (kernel, kernel), axis=(1, 2))  # [N, H, W, C, k, k]
-    cols = np.empty((n, h, w, kernel, kernel, c), dtype=x.dtype)
+    _, h, w = windows.shape[:3]
+    cols = np.empty((n, h, w, kernel, kernel, c), dtype=padded.dtype)
     np.copyto(cols, windows.transpose(0, 1, 2, 4, 5, 3))
     return cols.reshape(n * h * w, kernel * kernel * c)
 
 
-def col2im(cols, x_shape, kernel: int):
-    """The adjoint of ``im2col``: add every patch's gradient back onto the input positions."""
-    n, h, w, c = x_shape
-    before, after = same_padding(kernel)
+def col2im_add(cols, padded_grad, kernel: int):
+    """The adjoint of ``im2col``: add every patch's gradient onto ``padded_grad`` in place."""
+    n, hp, wp, c = padded_grad.shape
+    h, w = hp - kernel + 1, wp - kernel + 1
     patches = cols.reshape(n, h, w, kernel, kernel, c)
-    padded = np.zeros((n, h + before + after, w + before + after, c), dtype=cols.dtype)
     for i in range(kernel):
         for j in range(kernel):
-            padded[:, i:i + h, j:j + w, :] += patches[:, :, :, i, j, :]
-    return padded[:, before:before + h, before:before + w, :]
+            padded_grad[:, i:i + h, j:j + w, :] += patches[:, :, :, i, j, :]
+
+
+# Elements of one im2col matrix: the convolutions run one GEMM per slice of the batch whose
+# columns (4 MB in float32) stay in cache between the copy that writes them and the GEMM that
+# reads them. At Deep MNIST's second conv this makes the forward pass ~3x faster than one
+# 31 MB matrix for the whole batch (measured on a 2-core EPYC, one BLAS thread).
+IM2COL_CHUNK_ELEMENTS = 1 << 20
+
+
+def batch_slices(batch: int, kernel: int, image_shape) -> list:
+    """Slices of the batch, each with an im2col matrix of about ``IM2COL_CHUNK_ELEMENTS``."""
+    h, w, c = image_shape
+    step = max(1, IM2COL_CHUNK_ELEMENTS // (h * w * kernel * kernel * c))
+    return [slice(start, start + step) for start in range(0, batch, step)]
 
 
 def conv_bias_relu(x, weight, bias):
-    """``relu(conv2d(x, weight, SAME) + bias)`` as im2col and one matmul; returns (out, cols)."""
-    n, h, w, _ = x.shape
+    """``relu(conv2d(x, weight, SAME) + bias)``; returns the output and the padded input."""
+    n, h, w, c = x.shape
     kernel, _, _, filters = weight.shape
-    cols = im2col(x, kernel)
-    out = cols @ weight.reshape(-1, filters)
+    matrix = weight.reshape(-1, filters)
+    padded = pad_same(x, kernel)
+    out = np.empty((n, h, w, filters), dtype=x.dtype)
+    for part in batch_slices(n, kernel, (h, w, c)):
+        np.matmul(im2col(padded[part], kernel), matrix, out=out[part].reshape(-1, filters))
     out += bias
     np.maximum(out, 0, out=out)
-    return out.reshape(n, h, w, filters), cols
+    return out, padded
 
 
-def conv_backward(grad_out, cols, weight, x_shape, input_grad: bool):
-    """Gradients of a conv layer w.r.t. its filter and bias (and its input when asked)."""
-    kernel, _, _, filters = weight.shape
-    grad_2d = grad_out.reshape(-1, filters)
-    grad_w = (cols.T @ grad_2d).reshape(weight.shape)
-    grad_b = grad_2d.sum(axis=0)
-    grad_x = None
-    if input_grad:
-        grad_x = col2im(grad_2d @ weight.reshape(-1, filters).T, x_shape, kernel)
-    return grad_w, grad_b, grad_x
+def conv_backward(grad_out, padded, weight, input_grad: bool):
+    """Gradients of a conv layer w.r.t. its filter and bias (and its input when asked).
+
+    ``padded`` is the layer's padded input from ``conv_bias_relu``; its patches are copied out
+    again slice by slice, which is cheaper than keeping the whole column matrix around.
+    """
+    n, h, w, _ = grad_out.shape
+    kernel, _, channels, filters = weight.shape
+    matrix = weight.reshape(-1, filters)
+    grad_w = np.zeros((filters, matrix.shape[0]), dtype=weight.dtype)
+    grad_padded = np.zeros_like(padded) if input_grad else None
+    for part in batch_slices(n, kernel, (h, w, channels)):
+        grad_rows = grad_out[part].reshape(-1, filters)
+        # grad^T @ cols, transposed once at the end, runs faster than cols^T @ grad (measured).
+        grad_w += grad_rows.T @ im2col(padded[part], kernel)
+        if input_grad:
+            col2im_add(grad_rows @ matrix.T, grad_padded[part], kernel)
+    grad_b = grad_out.reshape(-1, filters).sum(axis=0)
+    grad_x = crop_same(grad_padded, kernel) if input_grad else None
+    return grad_w.T.reshape(weight.shape), grad_b, grad_x
 
 
 def max_pool_2x2(x):
@@ -216,9 +253,9 @@ def cnn_loss_and_grads(params, x, labels, shape: CnnShape = CnnShape()):
     """Loss and gradients of the Deep MNIST network (no dropout) on flat images ``x``."""
     batch = x.shape[0]
     images = x.reshape(batch, shape.image, shape.image, shape.channels)
-    act1, cols1 = conv_bias_relu(images, params["w_conv1"], params["b_conv1"])
+    act1, padded1 = conv_bias_relu(images, params["w_conv1"], params["b_conv1"])
     pool1 = max_pool_2x2(act1)
-    act2, cols2 = conv_bias_relu(pool1, params["w_conv2"], params["b_conv2"])
+    act2, padded2 = conv_bias_relu(pool1, params["w_conv2"], params["b_conv2"])
     pool2 = max_pool_2x2(act2)
     flat = pool2.reshape(batch, shape.flat)
     hidden = flat @ params["w_fc1"]
@@ -235,11 +272,11 @@ def cnn_loss_and_grads(params, x, labels, shape: CnnShape = CnnShape()):
     grad_pool2 = (grad_hidden @ params["w_fc1"].T).reshape(pool2.shape)
     grad_act2 = dense_relu_backward(max_pool_2x2_backward(act2, pool2, grad_pool2), act2)
     grads["w_conv2"], grads["b_conv2"], grad_pool1 = conv_backward(
-        grad_act2, cols2, params["w_conv2"], pool1.shape, input_grad=True)
+        grad_act2, padded2, params["w_conv2"], input_grad=True)
     grad_act1 = dense_relu_backward(max_pool_2x2_backward(act1, pool1, grad_pool1), act1)
     # The images are data, not parameters: like the graph, skip the first conv's input gradient.
     grads["w_conv1"], grads["b_conv1"], _ = conv_backward(
-        grad_act1, cols1, params["w_conv1"], images.shape, input_grad=False)
+        grad_act1, padded1, params["w_conv1"], input_grad=False)
     return loss, grads
 
 

@@ -12,8 +12,10 @@ tensorweave builds each model with the TF1 API and runs ``sess.run(train_op, fee
 side is ``benchmarks/numpy_reference.py`` (forward, backward, update; the CNN by im2col). Both
 start from the same weights. Each configuration runs in its own child process with
 ``OPENBLAS_NUM_THREADS``/``OMP_NUM_THREADS``/``MKL_NUM_THREADS`` set before numpy is imported;
-the session of a one-thread run also uses one inter-op thread. ``OPENBLAS_CORETYPE`` and
-``OPENBLAS_L2_SIZE`` are reported when set and passed on unchanged.
+the session of a one-thread run also uses one inter-op thread. Each step is warmed up, then
+timed in rounds that alternate numpy / tensorweave (other processes on a shared machine load
+both alike); ms/step is the best round, the JSON also has the median round and the load average.
+``OPENBLAS_CORETYPE`` and ``OPENBLAS_L2_SIZE`` are reported when set and passed on unchanged.
 
     python -m benchmarks.train_step            # 1 and 2 BLAS threads, all models
     python -m benchmarks.train_step --quick    # fewer repeats: a smoke run
@@ -25,6 +27,7 @@ import argparse
 import dataclasses
 import json
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -33,7 +36,7 @@ import numpy as np
 
 import tensorweave as tw
 from benchmarks import numpy_reference as ref
-from benchmarks.common import best_of, median_of, print_table, write_json
+from benchmarks.common import best_of, print_table, write_json
 
 THREAD_VARS = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
 # Machine notes: these may be set here and change which OpenBLAS kernels run; we only report them.
@@ -92,9 +95,9 @@ def missing_api(model: str) -> list:
     return missing
 
 
-def _inputs_and_variables(params, inputs, classes, dtype):
-    x = tw.placeholder(dtype, [None, inputs], name="x")
-    labels = tw.placeholder(dtype, [None, classes], name="labels")
+def _inputs_and_variables(params, shape, dtype):
+    x = tw.placeholder(dtype, [None, shape.inputs], name="x")
+    labels = tw.placeholder(dtype, [None, shape.classes], name="labels")
     variables = {name: tw.Variable(value, name=name) for name, value in params.items()}
     return x, labels, variables
 
@@ -108,7 +111,7 @@ def build_mlp(params, shape=ref.MlpShape(), dtype=np.float32) -> TwModel:
     """The MLP with the TF1 API, its variables initialized from ``params``."""
     graph = tw.Graph()
     with graph.as_default():
-        x, labels, v = _inputs_and_variables(params, shape.inputs, shape.classes, tw.as_dtype(dtype))
+        x, labels, v = _inputs_and_variables(params, shape, tw.as_dtype(dtype))
         hidden = tw.nn.relu(tw.matmul(x, v["w1"]) + v["b1"])
         logits = tw.matmul(hidden, v["w2"]) + v["b2"]
         loss = _mean_cross_entropy(labels, logits)
@@ -120,7 +123,7 @@ def build_cnn(params, shape=ref.CnnShape(), dtype=np.float32) -> TwModel:
     graph = tw.Graph()
     one, pool = [1, 1, 1, 1], [1, 2, 2, 1]
     with graph.as_default():
-        x, labels, v = _inputs_and_variables(params, shape.inputs, shape.classes, tw.as_dtype(dtype))
+        x, labels, v = _inputs_and_variables(params, shape, tw.as_dtype(dtype))
         images = tw.reshape(x, [-1, shape.image, shape.image, shape.channels])
         conv1 = tw.nn.relu(tw.nn.conv2d(images, v["w_conv1"], one, "SAME") + v["b_conv1"])
         pool1 = tw.nn.max_pool(conv1, ksize=pool, strides=pool, padding="SAME")
@@ -157,52 +160,71 @@ def _fresh_params(model: str) -> dict:
     return ref.initial_params(_shape(model), np.float32, seed=0)
 
 
-def _timings(fn, case: Case, quick: bool) -> dict:
-    """Warm ``fn`` up, then its best and median seconds per step over repeated rounds."""
-    warmup, repeats = (1, 3) if quick else (3, 7)
+def interleaved_timings(steps: dict, case: Case, quick: bool) -> dict:
+    """Seconds per step of each timed round, for each of ``steps`` (name -> step function).
+
+    Every step is warmed up first; then the rounds alternate between the steps, so that load
+    from other processes on this machine falls on each side alike.
+    """
+    warmup, rounds = (1, 3) if quick else (3, 9)
     number = max(1, case.steps_per_round // 5) if quick else case.steps_per_round
-    for _ in range(warmup):
-        fn()
-    return {"best": best_of(fn, repeats=repeats, number=number),
-            "median": median_of(fn, repeats=repeats, number=number)}
+    for step in steps.values():
+        for _ in range(warmup):
+            step()
+    samples = {name: [] for name in steps}
+    for _ in range(rounds):
+        for name, step in steps.items():
+            samples[name].append(best_of(step, repeats=1, number=number))
+    return samples
 
 
-def measure_numpy(case: Case, x, labels, quick: bool):
+def prepare_numpy(case: Case, x, labels):
+    """The numpy step as a function of nothing, and the loss of its first step."""
     step = numpy_step(case.model, _fresh_params(case.model))
     first_loss = float(step(x, labels))
-    return first_loss, _timings(lambda: step(x, labels), case, quick)
+    return (lambda: step(x, labels)), first_loss
 
 
-def measure_tensorweave(case: Case, x, labels, threads: int, quick: bool):
+def prepare_tensorweave(case: Case, x, labels, threads: int):
+    """An open session, ``sess.run(train_op, feed)`` as a function, and the first step's loss."""
     build = build_mlp if case.model == "mlp" else build_cnn
     tw_model = build(_fresh_params(case.model))
     with tw_model.graph.as_default():
         train_op = tw_optimizer(case.model).minimize(tw_model.loss)
         init = tw.global_variables_initializer()
     config = tw.ConfigProto(inter_op_parallelism_threads=threads)
-    with tw.Session(graph=tw_model.graph, config=config) as sess:
-        sess.run(init)
-        feed = {tw_model.x: x, tw_model.labels: labels}
-        # The first step also fetches the loss, to check both sides compute the same thing.
-        _, first_loss = sess.run([train_op, tw_model.loss], feed)
-        timings = _timings(lambda: sess.run(train_op, feed), case, quick)
-    return float(first_loss), timings
+    sess = tw.Session(graph=tw_model.graph, config=config)
+    sess.run(init)
+    feed = {tw_model.x: x, tw_model.labels: labels}
+    # The first step also fetches the loss, to check both sides compute the same thing.
+    _, first_loss = sess.run([train_op, tw_model.loss], feed)
+    return sess, (lambda: sess.run(train_op, feed)), float(first_loss)
 
 
 def measure_case(case: Case, threads: int, quick: bool) -> dict:
     shape = _shape(case.model)
     x, labels = ref.random_batch(shape.inputs, shape.classes, case.batch, np.float32, seed=1)
-    row = {"model": case.model, "batch": case.batch, "threads": threads}
-    row["numpy_first_loss"], np_times = measure_numpy(case, x, labels, quick)
-    row["numpy_ms"], row["numpy_median_ms"] = np_times["best"] * 1e3, np_times["median"] * 1e3
+    row = {"model": case.model, "batch": case.batch, "threads": threads,
+           "load_average_1min": os.getloadavg()[0]}
+    steps = {}
+    steps["numpy"], row["numpy_first_loss"] = prepare_numpy(case, x, labels)
+    sess = None
     missing = missing_api(case.model)
     if missing:
         row["skipped"] = "tensorweave lacks " + ", ".join(missing)
-        return row
-    row["tensorweave_first_loss"], tw_times = measure_tensorweave(case, x, labels, threads, quick)
-    row["tensorweave_ms"] = tw_times["best"] * 1e3
-    row["tensorweave_median_ms"] = tw_times["median"] * 1e3
-    row["ratio"] = row["tensorweave_ms"] / row["numpy_ms"]
+    else:
+        sess, steps["tensorweave"], row["tensorweave_first_loss"] = prepare_tensorweave(
+            case, x, labels, threads)
+    try:
+        samples = interleaved_timings(steps, case, quick)
+    finally:
+        if sess is not None:
+            sess.close()
+    for name, seconds in samples.items():
+        row[f"{name}_ms"] = min(seconds) * 1e3
+        row[f"{name}_median_ms"] = statistics.median(seconds) * 1e3
+    if "tensorweave_ms" in row:
+        row["ratio"] = row["tensorweave_ms"] / row["numpy_ms"]
     return row
 
 
@@ -257,7 +279,8 @@ def table_rows(rows) -> list:
     for r in rows:
         tw_ms = r.get("tensorweave_ms", "skipped")
         ratio = r.get("ratio", "-")
-        table.append([r["model"], r["batch"], r["threads"], r["numpy_ms"], tw_ms, ratio])
+        table.append([r["model"], r["batch"], r["threads"], r["numpy_ms"], tw_ms, ratio,
+                      r["load_average_1min"]])
     return table
 
 
@@ -296,7 +319,7 @@ def report(args, children) -> None:
     noted = {var: os.environ[var] for var in NOTED_VARS if var in os.environ}
     print_table("One training step (ms/step, best of repeated rounds)",
                 ["model", "batch", "threads", "numpy ms/step", "tensorweave ms/step",
-                 "ratio (tw/numpy)"], table_rows(rows))
+                 "ratio (tw/numpy)", "load avg"], table_rows(rows))
     for r in rows:
         if "skipped" in r:
             print(f"  skipped tensorweave {r['model']} batch {r['batch']} "
@@ -305,12 +328,18 @@ def report(args, children) -> None:
     print("Reported, not measured here (TF1 issue text, its machine):")
     for line in REPORTED:
         print("  " + line)
-    print("\nGoals:")
+    print("\nGoals (judged on the best round):")
     for line in goal_lines(rows) or ["(no tensorweave measurements to judge)"]:
         print("  " + line)
     for line in loss_mismatches(rows):
         print("  WARNING first-step losses differ: " + line)
-    print("\nOpenBLAS environment: " + (", ".join(f"{k}={v}" for k, v in noted.items())
+    print()
+    for child in children:
+        for lib in child["blas"]:
+            print(f"BLAS in the {child['threads']}-thread child: {lib['internal_api']} "
+                  f"{lib['version']}, kernels for {lib['architecture']}, "
+                  f"{lib['num_threads']} thread(s)")
+    print("OpenBLAS environment: " + (", ".join(f"{k}={v}" for k, v in noted.items())
                                         or "OPENBLAS_CORETYPE and OPENBLAS_L2_SIZE not set"))
     write_json("train_step", {
         "quick": args.quick,
@@ -320,7 +349,9 @@ def report(args, children) -> None:
         "reported_not_measured": REPORTED,
         "goals": goal_lines(rows),
         "notes": "no dropout; tensorweave session uses inter_op_parallelism_threads = BLAS "
-                 "threads; ms/step is the best round, *_median_ms the median round",
+                 "threads; ms/step is the best round, *_median_ms the median round; rounds "
+                 "alternate numpy / tensorweave; load_average_1min is the machine's load when "
+                 "the row started (other processes share its cores)",
     })
 
 

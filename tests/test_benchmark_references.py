@@ -65,12 +65,30 @@ def test_conv_bias_relu_is_a_same_cross_correlation():
 
 def test_col2im_is_the_adjoint_of_im2col():
     rng = np.random.default_rng(1)
-    x = rng.standard_normal((2, 6, 5, 3))
-    cols = ref.im2col(x, 5)
+    padded = rng.standard_normal((2, 10, 9, 3))
+    cols = ref.im2col(padded, 5)
+    assert cols.shape == (2 * 6 * 5, 5 * 5 * 3)
     other = rng.standard_normal(cols.shape)
-    lhs = np.sum(cols * other)
-    rhs = np.sum(x * ref.col2im(other, x.shape, 5))
-    assert math.isclose(lhs, rhs, rel_tol=1e-12)
+    back = np.zeros_like(padded)
+    ref.col2im_add(other, back, 5)
+    assert math.isclose(np.sum(cols * other), np.sum(padded * back), rel_tol=1e-12)
+
+
+def test_conv_backward_is_the_same_for_any_batch_slicing(monkeypatch):
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((5, 6, 6, 3))
+    w = rng.standard_normal((5, 5, 3, 4))
+    _, padded = ref.conv_bias_relu(x, w, np.zeros(4))
+    grad = rng.standard_normal((5, 6, 6, 4))
+    whole = ref.conv_backward(grad, padded, w, input_grad=True)
+    # Two images per slice (and a short last slice) instead of the whole batch at once.
+    monkeypatch.setattr(ref, "IM2COL_CHUNK_ELEMENTS", 2 * 6 * 6 * 5 * 5 * 3)
+    assert len(ref.batch_slices(5, 5, (6, 6, 3))) == 3
+    sliced = ref.conv_backward(grad, padded, w, input_grad=True)
+    out_sliced, _ = ref.conv_bias_relu(x, w, np.zeros(4))
+    np.testing.assert_allclose(out_sliced, np.maximum(loop_conv2d_same(x, w), 0), atol=1e-12)
+    for a, b in zip(whole, sliced):
+        np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-12)
 
 
 def test_max_pool_and_its_gradient_against_loops():
