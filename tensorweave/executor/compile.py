@@ -42,10 +42,13 @@ class CompiledStep:
         return isinstance(self.program, DataflowProgram)
 
     def run(self, ctx, feed_values, run_metadata=None):
+        # Floating-point warnings are off for the whole step: like TF, ops return inf/nan
+        # silently, and one errstate per step is cheaper than one per kernel call.
         try:
-            if run_metadata is None:
-                return self.program.run(ctx, feed_values)
-            return self._run_traced(ctx, feed_values, run_metadata)
+            with np.errstate(all="ignore"):
+                if run_metadata is None:
+                    return self.program.run(ctx, feed_values)
+                return self._run_traced(ctx, feed_values, run_metadata)
         except Exception as e:
             raise self._translate(e, sys.exc_info()[2]) from e
 

@@ -20,6 +20,8 @@ import concurrent.futures as cf
 import threading
 import time
 
+import numpy as np
+
 from tensorweave.executor.config import NodeStats
 from tensorweave.ops import registry
 
@@ -69,7 +71,7 @@ class DataflowProgram:
                         continue
                     self._finish(node, result, values, pending, remaining, keep, ready)
                 else:
-                    in_flight[self.pool.submit(_call, node, ctx, args, stats, t0)] = node
+                    in_flight[self.pool.submit(_call_quietly, node, ctx, args, stats, t0)] = node
             if not in_flight:
                 break
             done, _ = cf.wait(in_flight, return_when=cf.FIRST_COMPLETED)
@@ -104,6 +106,12 @@ class DataflowProgram:
             pending[j] -= 1
             if pending[j] == 0:
                 ready.append(j)
+
+
+def _call_quietly(node, ctx, args, stats, t0):
+    """``_call`` on a pool thread: numpy's error state is per thread, so set it here too."""
+    with np.errstate(all="ignore"):
+        return _call(node, ctx, args, stats, t0)
 
 
 def _call(node, ctx, args, stats, t0):

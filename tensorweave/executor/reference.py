@@ -27,7 +27,14 @@ def evaluate(fetches, feed_dict=None, store: VariableStore | None = None):
     store = store if store is not None else VariableStore()
     ctx = StepContext(store, step_id=0)
     values: dict = {t: np.asarray(v, dtype=t.dtype.np) for t, v in feed_dict.items()}
-    for op in needed_ops(tensors, targets, list(feed_dict)):
+    with np.errstate(all="ignore"):
+        _run_ops(needed_ops(tensors, targets, list(feed_dict)), ctx, values)
+    store.commit(ctx.updates)
+    return [values[f] if isinstance(f, Tensor) else None for f in fetches]
+
+
+def _run_ops(ops, ctx, values):
+    for op in ops:
         op_def = registry.get(op.type)
         kernel = op_def.kernel(op.attrs, np)
         args = [values[t] for t in op.inputs]
@@ -36,5 +43,3 @@ def evaluate(fetches, feed_dict=None, store: VariableStore | None = None):
         for t, value in zip(op.outputs, results):
             if t not in values:
                 values[t] = value
-    store.commit(ctx.updates)
-    return [values[f] if isinstance(f, Tensor) else None for f in fetches]

@@ -80,23 +80,14 @@ def _binary_infer(allowed, out_dtype=None):
     return infer
 
 
-def _quiet(fn, xp):
-    """``fn`` run with floating-point warnings off (TF returns inf/nan silently)."""
-    errstate = getattr(xp, "errstate", None)
-    if errstate is None:  # cupy does not warn
-        return fn
+def _ufunc(name):
+    """Kernel builder for an op that is exactly the array module's function ``name``.
 
-    def quiet(*args):
-        with errstate(all="ignore"):
-            return fn(*args)
-    return quiet
-
-
-def _ufunc(name, quiet=False):
-    """Kernel builder for an op that is exactly the array module's function ``name``."""
+    Floating-point warnings are off for whole steps (the executor's choice: TF returns inf/nan
+    silently), so kernels need no wrapper of their own.
+    """
     def build(attrs, xp):
-        fn = getattr(xp, name)
-        return _quiet(fn, xp) if quiet else fn
+        return getattr(xp, name)
     return build
 
 
@@ -633,7 +624,7 @@ def _realdiv_grad(op, g):
                              multiply(g, realdiv(realdiv(negative(x), y), y)))
 
 
-register(OpDef("RealDiv", _binary_infer(FLOATS), _ufunc("true_divide", quiet=True),
+register(OpDef("RealDiv", _binary_infer(FLOATS), _ufunc("true_divide"),
                fusion="broadcast", grad=_realdiv_grad))
 
 
@@ -674,13 +665,12 @@ def _check_int_divisor(xp, y):
 
 
 def _floordiv_kernel(attrs, xp):
-    quiet_floor_of_ratio = _quiet(lambda x, y: xp.floor(xp.true_divide(x, y)), xp)
 
     def floordiv(x, y):
         if x.dtype.kind in "iu":
             _check_int_divisor(xp, y)
             return xp.floor_divide(x, y)
-        return quiet_floor_of_ratio(x, y)  # TF floors the float ratio: floor(1 / 0.1) == 10
+        return xp.floor(xp.true_divide(x, y))  # TF floors the float ratio: floor(1 / 0.1) == 10
     return floordiv
 
 
@@ -694,12 +684,11 @@ def floordiv(x, y, name=None) -> Tensor:
 
 
 def _floormod_kernel(attrs, xp):
-    quiet_remainder = _quiet(xp.remainder, xp)
 
     def floormod(x, y):
         if x.dtype.kind in "iu":
             _check_int_divisor(xp, y)
-        return quiet_remainder(x, y)  # the sign of the divisor, as Python's %
+        return xp.remainder(x, y)  # the sign of the divisor, as Python's %
     return floormod
 
 
@@ -732,7 +721,7 @@ def _pow_grad(op, g):
     return _unbroadcast_both(op, gx, gy)
 
 
-register(OpDef("Pow", _binary_infer(NUMBERS), _ufunc("power", quiet=True), fusion="broadcast",
+register(OpDef("Pow", _binary_infer(NUMBERS), _ufunc("power"), fusion="broadcast",
                grad=_pow_grad))
 
 
@@ -829,7 +818,7 @@ def square(x, name=None) -> Tensor:
 
 # -- Sqrt / Rsqrt / Reciprocal --
 def _rsqrt_kernel(attrs, xp):
-    return _quiet(lambda x: xp.reciprocal(xp.sqrt(x)), xp)
+    return lambda x: xp.reciprocal(xp.sqrt(x))
 
 
 def _rsqrt_grad(op, g):
@@ -837,11 +826,11 @@ def _rsqrt_grad(op, g):
     return [multiply(multiply(g, -0.5), multiply(square(y), y))]
 
 
-register(OpDef("Sqrt", _unary_infer(FLOATS), _ufunc("sqrt", quiet=True), fusion="elementwise",
+register(OpDef("Sqrt", _unary_infer(FLOATS), _ufunc("sqrt"), fusion="elementwise",
                grad=lambda op, g: [realdiv(g, multiply(op.outputs[0], 2))]))
 register(OpDef("Rsqrt", _unary_infer(FLOATS), _rsqrt_kernel, fusion="elementwise",
                grad=_rsqrt_grad))
-register(OpDef("Reciprocal", _unary_infer(FLOATS), _ufunc("reciprocal", quiet=True),
+register(OpDef("Reciprocal", _unary_infer(FLOATS), _ufunc("reciprocal"),
                fusion="elementwise",
                grad=lambda op, g: [multiply(negative(g), square(op.outputs[0]))]))
 
@@ -862,13 +851,13 @@ def reciprocal(x, name=None) -> Tensor:
 
 
 # -- Exp / Expm1 / Log / Log1p --
-register(OpDef("Exp", _unary_infer(FLOATS), _ufunc("exp", quiet=True), fusion="elementwise",
+register(OpDef("Exp", _unary_infer(FLOATS), _ufunc("exp"), fusion="elementwise",
                grad=lambda op, g: [multiply(g, op.outputs[0])]))
-register(OpDef("Expm1", _unary_infer(FLOATS), _ufunc("expm1", quiet=True), fusion="elementwise",
+register(OpDef("Expm1", _unary_infer(FLOATS), _ufunc("expm1"), fusion="elementwise",
                grad=lambda op, g: [multiply(g, exp(op.inputs[0]))]))
-register(OpDef("Log", _unary_infer(FLOATS), _ufunc("log", quiet=True), fusion="elementwise",
+register(OpDef("Log", _unary_infer(FLOATS), _ufunc("log"), fusion="elementwise",
                grad=lambda op, g: [realdiv(g, op.inputs[0])]))
-register(OpDef("Log1p", _unary_infer(FLOATS), _ufunc("log1p", quiet=True), fusion="elementwise",
+register(OpDef("Log1p", _unary_infer(FLOATS), _ufunc("log1p"), fusion="elementwise",
                grad=lambda op, g: [realdiv(g, add(op.inputs[0], 1))]))
 
 
@@ -903,9 +892,9 @@ def _sigmoid_kernel(attrs, xp):
     return sigmoid
 
 
-register(OpDef("Sin", _unary_infer(FLOATS), _ufunc("sin", quiet=True), fusion="elementwise",
+register(OpDef("Sin", _unary_infer(FLOATS), _ufunc("sin"), fusion="elementwise",
                grad=lambda op, g: [multiply(g, cos(op.inputs[0]))]))
-register(OpDef("Cos", _unary_infer(FLOATS), _ufunc("cos", quiet=True), fusion="elementwise",
+register(OpDef("Cos", _unary_infer(FLOATS), _ufunc("cos"), fusion="elementwise",
                grad=lambda op, g: [negative(multiply(g, sin(op.inputs[0])))]))
 register(OpDef("Tanh", _unary_infer(FLOATS), _ufunc("tanh"), fusion="elementwise",
                grad=lambda op, g: [multiply(g, subtract(1, square(op.outputs[0])))]))
@@ -1208,7 +1197,7 @@ def _cast_infer(op):
 def _cast_kernel(attrs, xp):
     target = attrs["DstT"].np
     # float -> int truncates toward zero (C's conversion, as TF); nan -> int would warn
-    return _quiet(lambda x: x.astype(target), xp)
+    return lambda x: x.astype(target)
 
 
 def _cast_grad(op, g):

@@ -178,7 +178,8 @@ def _evaluate_constant(op):
         if n is None or n > _FOLD_LIMIT:
             return None
     try:
-        result = op_def.kernel(op.attrs, np)(*inputs)
+        with np.errstate(all="ignore"):
+            result = op_def.kernel(op.attrs, np)(*inputs)
     except Exception:  # a constant that fails to evaluate is left to run time to report
         return None
     return list(result) if len(op.outputs) > 1 else [np.asarray(result)]
