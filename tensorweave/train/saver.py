@@ -44,13 +44,11 @@ written to the session together, so a failed restore changes no variable.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import os
 import time
 import urllib.parse
-import uuid
 import warnings
 
 import numpy as np
@@ -59,6 +57,7 @@ from tensorweave import errors
 from tensorweave.graph import dtypes
 from tensorweave.graph.core import get_default_graph
 from tensorweave.graph.scopes import GraphKeys
+from tensorweave.train.files import publish, remove_quietly, write_temp
 
 __all__ = ["Saver", "CheckpointState", "latest_checkpoint", "get_checkpoint_state",
            "checkpoint_exists", "list_variables", "load_variable"]
@@ -285,22 +284,22 @@ def _write_checkpoint_files(prefix, values: dict, step, graph):
     """Write ``<prefix>.npz`` and ``<prefix>.index.json`` (and the meta graph), atomically."""
     temps = {}
     try:
-        temps[prefix + _DATA_SUFFIX] = data_temp = _write_temp(
+        temps[prefix + _DATA_SUFFIX] = data_temp = write_temp(
             prefix + _DATA_SUFFIX, lambda f: np.savez(f, **_stored_arrays(values)))
         index = _index_for(prefix, values, step, data_temp)
-        temps[prefix + _INDEX_SUFFIX] = _write_temp(
+        temps[prefix + _INDEX_SUFFIX] = write_temp(
             prefix + _INDEX_SUFFIX, lambda f: f.write(_json_bytes(index)))
         if graph is not None:
             from tensorweave.graph.serialization import to_json
-            temps[prefix + _META_SUFFIX] = _write_temp(
+            temps[prefix + _META_SUFFIX] = write_temp(
                 prefix + _META_SUFFIX, lambda f: f.write(to_json(graph).encode("utf-8")))
         # Data first, index last: an index on disk always describes data already in place.
         for final in sorted(temps, key=lambda p: p.endswith(_INDEX_SUFFIX)):
-            _publish(temps[final], final)
+            publish(temps[final], final)
             del temps[final]
     finally:
         for temp in temps.values():
-            _remove_quietly(temp)
+            remove_quietly(temp)
 
 
 def _stored_arrays(values: dict) -> dict:
@@ -338,51 +337,6 @@ def _dtype_name(np_dtype) -> str:
 
 def _json_bytes(obj) -> bytes:
     return (json.dumps(obj, indent=1, sort_keys=True) + "\n").encode("utf-8")
-
-
-def _write_temp(final_path, write) -> str:
-    """Write a file next to ``final_path`` with ``write(file)``, flushed to disk; return its
-    name. The same directory means the same file system, so the later rename is atomic."""
-    temp = f"{final_path}.tmp-{os.getpid()}-{uuid.uuid4().hex}"
-    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-    except BaseException:
-        _remove_quietly(temp)
-        raise
-    return temp
-
-
-def _publish(temp, final_path):
-    """Rename ``temp`` over ``final_path`` and make the rename durable (on failure, the
-    temporary file is removed and ``final_path`` is as it was)."""
-    try:
-        os.replace(temp, final_path)
-    except BaseException:
-        _remove_quietly(temp)
-        raise
-    _fsync_directory(os.path.dirname(os.path.abspath(final_path)))
-
-
-def _fsync_directory(directory):
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return  # not every platform can open a directory; the rename is still atomic
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-def _remove_quietly(path):
-    with contextlib.suppress(OSError):
-        os.remove(path)
 
 
 def _sha256(path) -> str:
@@ -537,7 +491,7 @@ def update_checkpoint_state(save_dir, model_checkpoint_path, all_model_checkpoin
              "model_checkpoint_path": _relative_to(save_dir, model_checkpoint_path, relative),
              "all_model_checkpoint_paths": [_relative_to(save_dir, p, relative) for p in paths]}
     path = os.path.join(save_dir, latest_filename or STATE_FILENAME)
-    _publish(_write_temp(path, lambda f: f.write(_json_bytes(state))), path)
+    publish(write_temp(path, lambda f: f.write(_json_bytes(state))), path)
 
 
 def _relative_to(directory, prefix, relative):

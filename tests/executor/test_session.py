@@ -8,13 +8,6 @@ import pytest
 import tensorweave as tw
 
 
-@pytest.fixture
-def graph():
-    g = tw.Graph()
-    with g.as_default():
-        yield g
-
-
 def test_fetch_structures(graph):
     x = tw.placeholder(tw.float32, [2], name="x")
     y = tw.add(x, 1.0)

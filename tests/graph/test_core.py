@@ -9,13 +9,6 @@ import tensorweave as tw
 from tensorweave.graph import core
 
 
-@pytest.fixture
-def graph():
-    g = tw.Graph()
-    with g.as_default():
-        yield g
-
-
 def _controls(t):
     op = t if isinstance(t, tw.Operation) else t.op
     return [c.name for c in op.control_inputs]

@@ -7,13 +7,6 @@ import tensorweave as tw
 import tensorweave.train  # noqa: F401  (tw.train)
 
 
-@pytest.fixture
-def graph():
-    g = tw.Graph()
-    with g.as_default():
-        yield g
-
-
 # -- numpy references: one step of each rule, in float64, from the TF1 formulas -------------------
 def _sgd(lr):
     def step(w, g, s):

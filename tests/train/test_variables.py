@@ -8,13 +8,6 @@ import tensorweave as tw
 import tensorweave.train  # noqa: F401  (tw.train)
 
 
-@pytest.fixture
-def graph():
-    g = tw.Graph()
-    with g.as_default():
-        yield g
-
-
 def _op_names(graph):
     return [op.name for op in graph.get_operations()]
 
