@@ -8,6 +8,7 @@ commits them only when the whole step succeeded, so a failed step changes no var
 from __future__ import annotations
 
 import hashlib
+import sys
 import threading
 
 import numpy as np
@@ -16,16 +17,52 @@ from tensorweave import errors
 
 
 class VariableStore:
-    """Committed variable values of one Session, by variable name."""
+    """Committed variable values of one Session, by variable name.
+
+    Values are never changed in place, so an update needs a fresh array; allocating (and page
+    faulting) a large one every step costs more than the update's arithmetic. When a commit
+    replaces a value that nothing else references any more (no fetch, no running step, no
+    view), its buffer goes to a small pool, and update kernels take their output buffers from
+    it (``StepContext.empty_like``): the next step writes into last step's memory.
+    """
+
+    _POOL_PER_KEY = 4
+    _MIN_POOLED_BYTES = 1 << 16
 
     def __init__(self):
         self.values: dict[str, np.ndarray] = {}
         self.random_streams: dict[str, np.random.Generator] = {}
         self.lock = threading.Lock()
+        self._pool: dict[tuple, list] = {}
 
     def commit(self, updates: dict):
         with self.lock:
-            self.values.update(updates)
+            for name, value in updates.items():
+                old = self.values.get(name)
+                self.values[name] = value
+                if old is not None and old is not value:
+                    self._recycle(old)
+                del old
+
+    def _recycle(self, array):
+        # References: the caller's local, this argument, getrefcount's own argument. Any more
+        # means someone (a fetch, a view, a running step) still sees the array.
+        if (type(array) is not np.ndarray or array.base is not None
+                or array.nbytes < self._MIN_POOLED_BYTES or sys.getrefcount(array) > 3):
+            return
+        free = self._pool.setdefault((array.shape, array.dtype), [])
+        if len(free) < self._POOL_PER_KEY:
+            free.append(array)
+
+    def take(self, shape, dtype):
+        """A recycled writable buffer of ``shape`` and ``dtype``, or None."""
+        with self.lock:
+            free = self._pool.get((shape, dtype))
+            if not free:
+                return None
+            array = free.pop()
+        array.flags.writeable = True
+        return array
 
 
 class StepContext:
@@ -56,6 +93,12 @@ class StepContext:
         if isinstance(value, np.ndarray) and value.flags.writeable:
             value.flags.writeable = False  # stored values are shared with fetches; never mutate
         self.updates[name] = value
+
+    def empty_like(self, like: np.ndarray) -> np.ndarray:
+        """An uninitialized writable numpy array shaped like ``like``, recycled when one is
+        free (host memory only; device arrays come from their own library's pool)."""
+        array = self.store.take(like.shape, like.dtype)
+        return np.empty_like(like) if array is None else array
 
     def random_stream(self, key: str, seed: tuple | None) -> np.random.Generator:
         """The session's random generator for the random op ``key``.

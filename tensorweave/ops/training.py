@@ -12,6 +12,8 @@ as TF1's ``training_ops.apply_*`` do; the optimizers in ``tw.train`` are their u
 
 from __future__ import annotations
 
+import numpy as np
+
 from tensorweave import errors
 from tensorweave.graph.core import get_default_graph
 from tensorweave.ops.common import FLOATS, convert_to_tensor, output
@@ -58,6 +60,11 @@ def _write(ctx, xp, name, value, dtype):
     return value
 
 
+def _empty_like(ctx, xp, like):
+    """A fresh output buffer: recycled from earlier steps on the host, new elsewhere."""
+    return ctx.empty_like(like) if xp is np else xp.empty_like(like)
+
+
 def _one(xp, like):
     """1 in ``like``'s dtype (a bare Python 1 may promote float16 to float64 on older numpy)."""
     return xp.asarray(1, dtype=like.dtype)
@@ -89,7 +96,10 @@ def _gradient_descent_kernel(attrs, xp):
 
     def apply_gradient_descent_kernel(ctx, alpha, delta):
         var = _read(ctx, var_name, delta)
-        return _write(ctx, xp, var_name, var - alpha * delta, var.dtype)
+        # One fresh array, computed in place: the stored value is read-only and stays intact.
+        new = xp.multiply(delta, alpha, out=_empty_like(ctx, xp, var))
+        xp.subtract(var, new, out=new)
+        return _write(ctx, xp, var_name, new, var.dtype)
     return apply_gradient_descent_kernel
 
 
@@ -139,11 +149,23 @@ def _adam_kernel(attrs, xp):
         var = _read(ctx, var_name, grad)
         one = _one(xp, grad)
         lr_t = lr * xp.sqrt(one - beta2_power) / (one - beta1_power)
-        m = _write(ctx, xp, m_name, beta1 * _read(ctx, m_name, grad) + (one - beta1) * grad,
-                   var.dtype)
-        v = _write(ctx, xp, v_name,
-                   beta2 * _read(ctx, v_name, grad) + (one - beta2) * (grad * grad), var.dtype)
-        return _write(ctx, xp, var_name, var - lr_t * m / (xp.sqrt(v) + epsilon), var.dtype)
+        # Three fresh arrays written in place (m, v, and a scratch that becomes the new var):
+        # each pass over memory does one step of the formula, with no other temporaries.
+        scratch = xp.multiply(grad, one - beta1, out=_empty_like(ctx, xp, var))
+        m = xp.multiply(_read(ctx, m_name, grad), beta1, out=_empty_like(ctx, xp, var))
+        xp.add(m, scratch, out=m)
+        xp.multiply(grad, grad, out=scratch)
+        xp.multiply(scratch, one - beta2, out=scratch)
+        v = xp.multiply(_read(ctx, v_name, grad), beta2, out=_empty_like(ctx, xp, var))
+        xp.add(v, scratch, out=v)
+        xp.sqrt(v, out=scratch)
+        xp.add(scratch, epsilon, out=scratch)
+        xp.divide(m, scratch, out=scratch)
+        xp.multiply(scratch, lr_t, out=scratch)
+        new_var = xp.subtract(var, scratch, out=scratch)
+        _write(ctx, xp, m_name, m, var.dtype)
+        _write(ctx, xp, v_name, v, var.dtype)
+        return _write(ctx, xp, var_name, new_var, var.dtype)
     return apply_adam_kernel
 
 

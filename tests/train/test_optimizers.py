@@ -484,3 +484,22 @@ def test_dataflow_runner_gives_the_straight_line_result():
     assert int(parallel[2]) == 5 and len(parallel) == 3 + 6  # 2 slots each, 2 beta powers
     for got, want in zip(parallel, sequential):
         np.testing.assert_array_equal(got, want)
+
+
+def test_update_buffers_are_recycled_only_when_unreferenced(graph):
+    w = tw.Variable(np.ones((256, 256), np.float32), name="w")
+    step = tw.train.GradientDescentOptimizer(0.5).minimize(tw.reduce_sum(w * w))
+    with tw.Session() as sess:
+        sess.run(tw.global_variables_initializer())
+        held = sess.run(w)                    # a fetched copy: the store's array stays private
+        for _ in range(4):
+            sess.run(step)
+        store = sess.variable_store
+        assert any(store._pool.values()), "replaced values should be recycled"
+        before = sess.run(w)
+        kept = store.values["w"]              # a reference held outside the store...
+        sess.run(step)
+        np.testing.assert_array_equal(kept, before)   # ...is never written into
+        sess.run(step)
+        np.testing.assert_array_equal(kept, before)
+    np.testing.assert_array_equal(held, np.ones((256, 256)))
