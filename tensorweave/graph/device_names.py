@@ -2,7 +2,8 @@
 
 Full form: ``/job:<job>/replica:<r>/task:<t>/device:<TYPE>:<index>``. Every part is optional, and
 the short forms ``/cpu:0``, ``/gpu:1``, ``/device:GPU:*`` and ``GPU:0`` are accepted. A spec with
-a part left out matches any value of that part; ``*`` as an index means any index.
+a part left out matches any value of that part; ``*`` as a job, replica, task or device index
+means any value (the same as leaving the part out).
 """
 
 from __future__ import annotations
@@ -87,11 +88,11 @@ def _parse(spec: str) -> DeviceSpec:
         key, _, rest = part.partition(":")
         lowered = key.lower()
         if lowered == "job":
-            values["job"] = _nonempty(rest, spec)
+            values["job"] = None if rest == "*" else _nonempty(rest, spec)
         elif lowered == "replica":
-            values["replica"] = _int(rest, spec)
+            values["replica"] = None if rest == "*" else _int(rest, spec)
         elif lowered == "task":
-            values["task"] = _int(rest, spec)
+            values["task"] = None if rest == "*" else _int(rest, spec)
         elif lowered == "device":
             dtype, _, index = rest.partition(":")
             _set_device(values, dtype, index, spec)

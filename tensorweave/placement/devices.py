@@ -61,11 +61,12 @@ class DeviceProfile:
 
 
 # Measured with ``tw.placement.calibrate()`` on the development machine (a 2-core AMD EPYC VM,
-# numpy with OpenBLAS): 174 GFLOP/s float32 matmul on both cores, 16.5 GB/s copy bandwidth
-# (read + write), ~2 us per op through a Session. Used for CPUs of clusters the user describes
-# without numbers; the local CPU scales the compute per core (see ``Cluster.local``).
-CPU_PROFILE = DeviceProfile("CPU", memory_bytes=16 * _GiB, peak_flops=1.74e11,
-                            memory_bandwidth=1.65e10, launch_overhead=2e-6)
+# numpy with OpenBLAS): 34 GFLOP/s float32 1024x1024 matmul on both cores, 23 GB/s copy
+# bandwidth (bytes read + written), 0.8 us per op through a Session (1 us used). Used for CPUs
+# of clusters the user describes without numbers; the local CPU scales the compute per core
+# (see ``Cluster.local``).
+CPU_PROFILE = DeviceProfile("CPU", memory_bytes=16 * _GiB, peak_flops=3.4e10,
+                            memory_bandwidth=2.3e10, launch_overhead=1e-6)
 _CPU_FLOPS_PER_CORE = CPU_PROFILE.peak_flops / 2
 
 # An A100-class GPU (A100 40GB SXM data sheet): 19.5 TFLOP/s float32 without tensor cores,
@@ -123,7 +124,7 @@ class LinkProfiles:
 
     # Host memory to host memory inside one process: the in-memory rendezvous hands the array
     # over; counted as one pass over host memory (CPU_PROFILE's bandwidth) plus a queue handoff.
-    process: Link = Link(1.65e10, 5e-6)
+    process: Link = Link(2.3e10, 5e-6)
     # An accelerator to its host's memory: PCIe 4.0 x16 (32 GB/s theoretical, ~25 GB/s achieved).
     pcie: Link = Link(2.5e10, 1e-5)
     # GPU to GPU on one host: NVLink 3 as in A100 SXM machines (300 GB/s each way).
@@ -191,6 +192,7 @@ class Cluster:
                 raise ValueError(f"device {d.name!r} needs a full name "
                                  f"(/job:J/replica:R/task:T/device:TYPE:I)")
         self._matching_cache: dict[str, tuple] = {}
+        self._device_types = tuple(dict.fromkeys(d.device_type for d in self.devices))
 
     # -- lookup -----------------------------------------------------------------------------
     def device(self, name_or_spec) -> Device:
@@ -234,7 +236,7 @@ class Cluster:
     @property
     def device_types(self) -> list[str]:
         """The device types present, in priority order."""
-        return list(dict.fromkeys(d.device_type for d in self.devices))
+        return list(self._device_types)
 
     def __iter__(self):
         return iter(self.devices)
