@@ -29,4 +29,4 @@ from tensorweave.ops.importer import import_graph_def
 from tensorweave.ops.random import *  # noqa: F401,F403
 from tensorweave.ops.state import *  # noqa: F401,F403
 
-from tensorweave import nn, train  # noqa: E402  (the tw.nn and tw.train namespaces)
+from tensorweave import nn, placement, train  # noqa: E402  (the tw.* namespaces)

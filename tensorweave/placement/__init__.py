@@ -2,7 +2,12 @@
 
     cluster = tw.placement.Cluster.from_file("cluster.yaml")
     constraints = tw.placement.build_constraints(graph.get_operations(), cluster)
+    cost = tw.placement.CostModel(cluster, feed_shapes={"x": (64, 784)})
 """
 
-from tensorweave.placement.devices import (Cluster, Device, DeviceProfile, Link,  # noqa: F401
-                                           LinkProfiles)
+from tensorweave.placement.constraints import (Constraints, Group,  # noqa: F401
+                                               build_constraints, colocation_groups)
+from tensorweave.placement.cost_model import CostModel, calibrate  # noqa: F401
+from tensorweave.placement.devices import (CPU_PROFILE, DEFAULT_PROFILES,  # noqa: F401
+                                           GPU_PROFILE, Cluster, Device, DeviceNotFoundError,
+                                           DeviceProfile, Link, LinkProfiles)

@@ -9,3 +9,4 @@ from tensorweave.train.optimizers import (AdagradOptimizer, AdamOptimizer,  # no
 from tensorweave.train.saver import (CheckpointState, Saver, checkpoint_exists,  # noqa: F401
                                      get_checkpoint_state, latest_checkpoint, list_variables,
                                      load_variable, update_checkpoint_state)
+from tensorweave.train.cluster import ClusterSpec  # noqa: F401
