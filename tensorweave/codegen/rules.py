@@ -462,12 +462,14 @@ def _highest(dtype: str):
 class ReduceRule:
     """How a reduction combines: ``numpy(xp, x, axes, keepdims, out=None)`` bitwise equal to the
     op's kernel; ``identity(dtype)`` the start value; ``c``/``py`` combine templates of (acc, x);
-    ``mean`` divides by the element count at the end."""
+    ``combine`` names the ufunc that merges two partial results (chunked evaluation); ``mean``
+    divides by the element count at the end."""
 
     numpy: Callable
     identity: Callable
     c: str
     py: str
+    combine: str
     kinds: str = "fiu"
     mean: bool = False
 
@@ -476,12 +478,13 @@ class ReduceRule:
 
 
 REDUCTIONS: dict[str, ReduceRule] = {
-    "Sum": ReduceRule(_sum, lambda dtype: 0, *_binary("+")),
+    "Sum": ReduceRule(_sum, lambda dtype: 0, *_binary("+"), combine="add"),
     # the integer mean truncates toward zero in the op's kernel: only float means are fused
-    "Mean": ReduceRule(_mean, lambda dtype: 0, *_binary("+"), kinds="f", mean=True),
-    "Prod": ReduceRule(_prod, lambda dtype: 1, *_binary("*")),
+    "Mean": ReduceRule(_mean, lambda dtype: 0, *_binary("+"), combine="add", kinds="f",
+                       mean=True),
+    "Prod": ReduceRule(_prod, lambda dtype: 1, *_binary("*"), combine="multiply"),
     "Max": ReduceRule(_extremum("max", _lowest), _lowest, _max_c("{0}", "{1}"),
-                      _max_py("{0}", "{1}")),
+                      _max_py("{0}", "{1}"), combine="maximum"),
     "Min": ReduceRule(_extremum("min", _highest), _highest, _min_c("{0}", "{1}"),
-                      _min_py("{0}", "{1}")),
+                      _min_py("{0}", "{1}"), combine="minimum"),
 }
