@@ -171,14 +171,15 @@ def _place_group(members, cluster, kernels, cost_model, soft) -> Group:
     candidates = base
     kept = []
     for op, requested, where in pins:
-        spec = DeviceSpec.from_string(requested)
-        narrowed = [d for d in candidates if spec.matches(d.spec)]
+        matching = set(cluster.matching(requested))
+        narrowed = [d for d in candidates if d in matching]
         if narrowed:
             candidates = narrowed
             kept.append((op, requested, where))
             continue
         if not soft:
             raise _conflict_error(group, cluster, kernels, cost_model)
+        spec = DeviceSpec.from_string(requested)
         reason = _why_pin_fails(op, spec, group, cluster, kernels, kept)
         address = DeviceSpec(spec.job, spec.replica, spec.task)
         widened = [d for d in candidates if address.matches(d.spec)]
@@ -323,22 +324,23 @@ def _fix(group, chain, cluster, kernels) -> str:
     if last.kind == "memory":
         candidates = [d for d in cluster.devices if d.device_type in group.device_types]
         if not candidates:
-            return _no_kernel_fix(group, cluster)
+            return _no_kernel_fix(group, cluster, kernels)
         largest = max(candidates, key=lambda d: d.profile.memory_bytes)
         return (f"the group's outputs ({_bytes(group.memory_bytes)}) exceed the memory of every "
                 f"device that has its kernels (largest: {largest.name} with "
                 f"{_bytes(largest.profile.memory_bytes)}); use smaller tensors (batch size), "
                 f"split the group, or plan for devices with more memory. allow_soft_placement "
                 f"cannot help: it relaxes only pins.")
-    return _no_kernel_fix(group, cluster)
+    return _no_kernel_fix(group, cluster, kernels)
 
 
-def _no_kernel_fix(group, cluster) -> str:
-    if not group.device_types:
+def _no_kernel_fix(group, cluster, kernels) -> str:
+    allowed = _common_kernel_types(group.ops, kernels)
+    if not allowed:
         return ("no device type has kernels for every op of the group; move the ops above out "
                 "of one colocation group. allow_soft_placement cannot help: it relaxes only pins.")
     present = ", ".join(cluster.device_types) or "none"
-    return (f"the group's ops have kernels only for {', '.join(sorted(group.device_types))} "
+    return (f"the group's ops have kernels only for {', '.join(sorted(allowed))} "
             f"but the cluster has {present} devices; add such a device to the cluster. "
             f"allow_soft_placement cannot help: it relaxes only pins.")
 

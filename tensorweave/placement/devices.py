@@ -217,11 +217,12 @@ class Cluster:
 
     def matching(self, spec: DeviceSpec | str) -> list[Device]:
         """Devices matching a (possibly partial, wildcard) spec, in priority order."""
-        spec = DeviceSpec.from_string(spec)
-        key = spec.to_string()
+        # Ops repeat a few device strings thousands of times: cache by the string as given.
+        key = spec if isinstance(spec, str) else DeviceSpec.from_string(spec).to_string()
         found = self._matching_cache.get(key)
         if found is None:
-            found = tuple(d for d in self.devices if spec.matches(d.spec))
+            parsed = DeviceSpec.from_string(spec)
+            found = tuple(d for d in self.devices if parsed.matches(d.spec))
             self._matching_cache[key] = found
         return list(found)
 
@@ -374,6 +375,7 @@ A cluster file (JSON, or YAML) is a mapping with:
 
   jobs:       {<job>: {tasks: <count> | ["host:port", ...] | {<index>: "host:port"},
                        devices: {<TYPE>: <count> | {count: <n>, profile: <name or fields>}}}}
+              (a job given as just its tasks has one CPU per task)
   devices:    [{name: "/job:J/replica:R/task:T/device:TYPE:I", host: <machine>,
                 profile: <name or fields>}]      (the explicit form to_dict writes)
   profiles:   {<name>: {device_type, memory_bytes, peak_flops, memory_bandwidth,
@@ -495,9 +497,12 @@ def _profile_from(value, device_type, table) -> DeviceProfile:
     if isinstance(value, DeviceProfile):
         return value
     if isinstance(value, str):
-        if value not in table:
-            raise ValueError(f"unknown profile {value!r}; known: {sorted(table)}")
-        return table[value]
+        if value in table:
+            return table[value]
+        if value == device_type:
+            raise ValueError(f"device type {value!r} has no default profile: name one of "
+                             f"'profiles' or give its fields")
+        raise ValueError(f"unknown profile {value!r}; known: {sorted(table)}")
     fields = dict(value or {})
     kind = fields.get("device_type", device_type)
     base = table.get(kind) or table.get(device_type)
@@ -537,7 +542,7 @@ def _explicit_device(entry, profiles) -> Device:
 
 def _job_devices(job, desc, profiles) -> list[Device]:
     if not isinstance(desc, dict):
-        raise TypeError(f"job {job!r}: expected {{tasks: ..., devices: ...}}, got {desc!r}")
+        desc = {"tasks": desc}  # a bare count or address list: tasks with one CPU each
     unknown = sorted(set(desc) - {"tasks", "devices"})
     if unknown:
         raise ValueError(f"job {job!r}: unknown key(s) {unknown}")
