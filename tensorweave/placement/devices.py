@@ -100,6 +100,10 @@ class Device:
         """``/device:GPU:0`` — the name without job, replica and task."""
         return f"/device:{self.spec.device_type}:{self.spec.device_index}"
 
+    def __hash__(self):
+        # Strategies key dicts by device thousands of times; the name alone identifies it.
+        return hash(self.name)
+
     def __str__(self):
         return self.name
 
@@ -150,8 +154,9 @@ class LinkProfiles:
                 raise TypeError(f"link {kind!r}: expected {{bandwidth: ..., latency: ...}}, "
                                 f"got {spec!r}")
             base = getattr(cls(), kind)
-            values[kind] = Link(_quantity(spec.get("bandwidth", base.bandwidth), f"{kind}.bandwidth"),
-                                _seconds(spec.get("latency", base.latency), f"{kind}.latency"))
+            bandwidth = _quantity(spec.get("bandwidth", base.bandwidth), f"{kind}.bandwidth")
+            latency = _seconds(spec.get("latency", base.latency), f"{kind}.latency")
+            values[kind] = Link(bandwidth, latency)
         return cls(**values)
 
 
@@ -204,15 +209,15 @@ class Cluster:
         spec = DeviceSpec.from_string(name_or_spec)
         text = spec.to_string()
         if spec.device_type is None or spec.device_index is None:
-            raise DeviceNotFoundError(f"{text or repr(name_or_spec)} does not name one device (give a "
-                           f"device type and index); it matches "
-                           f"{_names(self.matching(spec)) or 'no device'}")
+            matches = _names(self.matching(spec)) or "no device"
+            raise DeviceNotFoundError(f"{text or repr(name_or_spec)} does not name one device "
+                                      f"(give a device type and index); it matches {matches}")
         found = self.matching(spec)
         if len(found) == 1:
             return found[0]
         if found:
-            raise DeviceNotFoundError(f"{text} is ambiguous in this cluster: it matches {_names(found)}; "
-                           f"give the job and task")
+            raise DeviceNotFoundError(f"{text} is ambiguous in this cluster: it matches "
+                                      f"{_names(found)}; give the job and task")
         raise DeviceNotFoundError(f"no device {text} in this cluster{self._suggest(text)}")
 
     def matching(self, spec: DeviceSpec | str) -> list[Device]:
@@ -231,7 +236,8 @@ class Cluster:
         candidates.update({d.short_name: d.name for d in self.devices})
         close = difflib.get_close_matches(text, list(candidates), n=3, cutoff=0.5)
         if close:
-            return "; did you mean " + " or ".join(dict.fromkeys(candidates[c] for c in close)) + "?"
+            names = dict.fromkeys(candidates[c] for c in close)
+            return "; did you mean " + " or ".join(names) + "?"
         return f"; it has {_names(self.devices)}"
 
     @property
@@ -387,7 +393,7 @@ Quantities may be numbers or strings with units: "40GiB", "900GB/s", "19.5T", "1
 """
 
 
-# -- local discovery --------------------------------------------------------------------------------
+# -- local discovery ---------------------------------------------------------------------------
 def local_cpu_profile() -> DeviceProfile:
     """The local host's CPU: CPU_PROFILE's per-core compute times the cores, the machine's RAM."""
     cores = os.cpu_count() or 1

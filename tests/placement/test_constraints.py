@@ -73,7 +73,7 @@ def test_ops_naming_one_variable_share_a_group_without_class_attrs(graph):
         ["W", "W/Assign", "AssignAdd"]]
 
 
-# -- pins, kernels, memory --------------------------------------------------------------------------
+# -- pins, kernels, memory ------------------------------------------------------------------------
 def test_pins_narrow_to_matching_devices_and_partial_specs_match_several(graph):
     with tw.device("/job:worker/task:1"):
         a = tw.constant(1.0, name="a")
@@ -123,7 +123,7 @@ def test_memory_uses_feed_shapes_through_the_cost_model(graph):
     assert len(build_constraints([x.op], SMALL_GPU).feasible(x.op)) == 2  # 32 rows by default
 
 
-# -- errors ----------------------------------------------------------------------------------------
+# -- errors ---------------------------------------------------------------------------------------
 def test_pin_conflict_inside_a_colocation_group_names_both_pins(graph):
     with tw.device("/cpu:0"):
         W = tw.Variable(tw.zeros([4]), name="W")
@@ -227,7 +227,7 @@ def test_an_op_type_without_an_opdef(graph, monkeypatch):
         place(graph)
 
 
-# -- soft placement ----------------------------------------------------------------------------------
+# -- soft placement -------------------------------------------------------------------------------
 def test_soft_placement_keeps_the_first_pin_and_records_the_relaxed_one(graph):
     with tw.device("/cpu:0"):
         W = tw.Variable(tw.zeros([4]), name="W")

@@ -154,7 +154,8 @@ jobs:
 """)
     cluster = Cluster.from_file(path)
     gpu = cluster.device("/job:worker/task:1/gpu:1")
-    assert gpu.profile == DeviceProfile("GPU", 16 << 30, 15.7e12, 900e9, GPU_PROFILE.launch_overhead)
+    assert gpu.profile == DeviceProfile("GPU", 16 << 30, 15.7e12, 900e9,
+                                        GPU_PROFILE.launch_overhead)
     assert gpu.host == "worker1"
     assert cluster.device("/job:worker/task:0/cpu:0").profile == CPU_PROFILE
     assert cluster.links.network.bandwidth == 10e9
