@@ -299,7 +299,7 @@ class _Plan:
             outputs[0] = self._finish_reduction(acc, whole_reduced)
         for k, j in enumerate(expr.outputs):  # a node listed twice: the later copy
             first = self.output_of.get(j)
-            if first is not None and first != k:
+            if first is not None and first != k and not (k == 0 and acc is not None):
                 np.copyto(outputs[k], outputs[first])
         return tuple(outputs)
 

@@ -141,6 +141,10 @@ def _validate_node(expr, j, node) -> None:
     if rule is None:
         raise ValueError(f"node {j}: op type {node['op']!r} has no elementwise rule")
     args = node["args"]
+    unknown = set(node["attrs"]) - set(rule.attrs)
+    if unknown:
+        raise ValueError(f"node {j} ({node['op']}): attrs {sorted(unknown)} are not read by "
+                         f"its rule (which reads {list(rule.attrs)})")
     if not rule.takes(len(args)):
         raise ValueError(f"node {j} ({node['op']}): {len(args)} args for arity {rule.arity}")
     arg_dtypes = [_arg_dtype(expr, j, arg) for arg in args]

@@ -16,6 +16,8 @@ not fused (the default rule). Each rule gives
   numpy scalar type (``np.float32``); a backend casts each node's value to ``{T}`` so float32
   stays float32.
 * ``dtype(arg_dtypes, attrs)`` — the result dtype name, as the unfused op's inference gives it.
+* ``attrs`` — the names of the op attrs the rule reads (a node carries only these, dtypes as
+  their names: ``{"DstT": "float32"}``).
 * ``kinds`` — numpy dtype kinds (``f`` float, ``i`` signed, ``u`` unsigned, ``b`` bool) of the
   result for which fusing is exact; ``accepts`` checks kinds, dtypes and attrs together.
 
@@ -73,6 +75,7 @@ class ElementwiseRule:
     kinds: str = "fiub"
     out_may_alias: bool = True
     attrs_ok: Callable = lambda attrs: True
+    attrs: tuple = ()  # the op attrs the rule reads (passed to ``numpy`` as keywords)
 
     def takes(self, n: int) -> bool:
         """Whether the rule takes ``n`` args."""
@@ -332,7 +335,8 @@ ELEMENTWISE: dict[str, ElementwiseRule] = {
     "SquaredDifference": ElementwiseRule(2, _squared_difference, "(({0} - {1}) * ({0} - {1}))",
                                          "(({0} - {1}) * ({0} - {1}))", kinds="fi"),
     "Pow": ElementwiseRule(2, _ufunc("power"), "pow{f}({0}, {1})", "({0} ** {1})", kinds="f"),
-    "BiasAdd": ElementwiseRule(2, _bias_add, *_binary("+"), kinds="fiu", attrs_ok=_channel_last),
+    "BiasAdd": ElementwiseRule(2, _bias_add, *_binary("+"), kinds="fiu", attrs_ok=_channel_last,
+                               attrs=("data_format",)),
     "AddN": ElementwiseRule(None, _add_n, *_binary("+"), kinds="fiu", out_may_alias=False),
     # unary arithmetic
     "Neg": ElementwiseRule(1, _ufunc("negative"), "(-{0})", "(-{0})", kinds="fi"),
@@ -361,7 +365,8 @@ ELEMENTWISE: dict[str, ElementwiseRule] = {
     "StopGradient": ElementwiseRule(1, _identity, "{0}", "{0}"),
     "ZerosLike": ElementwiseRule(1, _fill(0), "(({T})0)", "{T}(0)"),
     "OnesLike": ElementwiseRule(1, _fill(1), "(({T})1)", "{T}(1)"),
-    "Cast": _CastRule(1, _cast, "(({T})({0}))", "{T}({0})", dtype=_cast_dtype, attrs_ok=_cast_ok),
+    "Cast": _CastRule(1, _cast, "(({T})({0}))", "{T}({0})", dtype=_cast_dtype, attrs_ok=_cast_ok,
+                      attrs=("DstT",)),
     # activations and their gradients
     "Sigmoid": ElementwiseRule(1, _sigmoid, _SIGMOID_C.replace("{X}", "{0}"),
                                _SIGMOID_PY.replace("{X}", "{0}"), kinds="f",

@@ -135,6 +135,18 @@ def test_chunked_reductions_equal_the_reference(op, axes, keepdims, shapes):
             np.testing.assert_allclose(g, e, rtol=1e-12, atol=1e-300)  # Prod underflows
 
 
+@pytest.mark.parametrize("shape", [(2, 2), (400, 300)])
+def test_the_reduced_node_may_also_be_an_unreduced_output(shape):
+    expr = FusedExpr(inputs=inputs(2), nodes=[node("Add", [["in", 0], ["in", 1]])],
+                     outputs=[0, 0], reduce={"op": "Sum", "axes": [1], "keepdims": False})
+    rng = np.random.default_rng(9)
+    arrays = _arrays([shape, shape[1:]], rng)
+    total, elementwise = compile_expr(expr, np, chunk=1000)(*arrays)
+    expected_total, expected = evaluate(expr, np, *arrays)
+    assert elementwise.tobytes() == expected.tobytes()
+    np.testing.assert_allclose(total, expected_total, rtol=1e-5)
+
+
 def test_float32_sum_of_16m_scale_stays_within_the_stated_tolerance():
     expr = FusedExpr(inputs=inputs(2), nodes=[node("SquaredDifference", [["in", 0], ["in", 1]])],
                      outputs=[0], reduce={"op": "Sum", "axes": [0], "keepdims": False})
