@@ -30,3 +30,4 @@ from tensorweave.ops.random import *  # noqa: F401,F403
 from tensorweave.ops.state import *  # noqa: F401,F403
 
 from tensorweave import nn, placement, train  # noqa: E402  (the tw.* namespaces)
+from tensorweave import passes  # noqa: E402,F401  (tw.passes.PIPELINE)

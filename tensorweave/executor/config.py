@@ -16,7 +16,9 @@ class ConfigProto:
     * ``log_device_placement``: print the placement table once per compiled step.
     * ``disabled_passes``: names from ``tw.passes.PIPELINE`` to switch off.
     * ``verify_passes``: verify the graph after every pass.
-    * ``dump_dir``: write the printed graph after every pass there.
+    * ``dump_dir``: write the printed graph after every pass there, one subdirectory per
+      compiled signature (``<first fetch>-<hash>/00_input.txt``, ``01_prune.txt``, ...).
+    * ``max_folded_constant_elements``: constant folding never makes a larger constant.
     * ``placement_strategy``: "default", "etf" or "critical_path".
     * ``operation_timeout_in_ms``: deadline of a blocking receive (0 = none).
     * ``transfer_dtype``: "float16"/"bfloat16" to compress float32 tensors on cut edges.
@@ -30,6 +32,7 @@ class ConfigProto:
     disabled_passes: list = dataclasses.field(default_factory=list)
     verify_passes: bool = False
     dump_dir: str | None = None
+    max_folded_constant_elements: int = 1 << 20
     placement_strategy: str = "default"
     operation_timeout_in_ms: int = 0
     transfer_dtype: str | None = None

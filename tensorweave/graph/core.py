@@ -170,12 +170,18 @@ class Graph:
         self.version = 0
 
     # -- building ---------------------------------------------------------------------------
-    def create_op(self, op_type: str, inputs, attrs: dict, name: str | None, infer):
+    def create_op(self, op_type: str, inputs, attrs: dict, name: str | None, infer, *,
+                  frames=None, device=None, control_inputs=None):
         """Create an op under the current scopes.
 
         ``infer(op)`` returns the list of (dtype, shape) of its outputs; it sees the op fully
         scoped (name, device, location) so its errors can name it. If it raises, the graph is
         left as it was (the name stays reserved, as in TF).
+
+        Passes that copy ops into a new graph pass what the original had: ``frames`` (where the
+        user created it, instead of the caller's stack), ``device`` (a canonical device name,
+        instead of the device scopes) and ``control_inputs`` (ops of this graph, added to those
+        of the control-dependency scopes).
         """
         if self._finalized:
             raise RuntimeError("Graph is finalized and cannot be modified "
@@ -185,12 +191,22 @@ class Graph:
             if t.graph is not self:
                 raise ValueError(f"{op_type} op: input {t.name} belongs to another graph; "
                                  f"tensors of different graphs cannot be combined")
+        for c in control_inputs or ():
+            if c.graph is not self:
+                raise ValueError(f"{op_type} op: control input {c.name} belongs to another "
+                                 f"graph")
         with self._lock:
             # Names starting with "_" are reserved for internal op types (_Send, _Recv, ...).
             full_name = self.unique_name(name or op_type, internal=op_type.startswith("_"))
-            op = Operation(self, full_name, op_type, inputs,
-                           self._control_inputs_for(inputs), attrs, "", user_frames())
+            controls = self._control_inputs_for(inputs)
+            for c in control_inputs or ():
+                if c not in controls:
+                    controls.append(c)
+            op = Operation(self, full_name, op_type, inputs, controls, attrs, "",
+                           user_frames() if frames is None else tuple(frames))
             self._apply_colocation_and_device(op)
+            if device is not None:
+                op.device = device
             specs = infer(op)
             op.outputs = tuple(Tensor(op, i, dtype, as_shape(shape))
                                for i, (dtype, shape) in enumerate(specs))
