@@ -25,7 +25,7 @@ from tensorweave import passes
 from tensorweave.executor.local import DataflowProgram, has_parallel_work
 from tensorweave.executor.schedule import build_schedule
 from tensorweave.executor.straightline import StraightLineProgram
-from tensorweave.ops.function import ARG_TYPE, RESULT_TYPES
+from tensorweave.ops.function import ARG_TYPE, RESULT_TYPES, RETVAL_TYPE
 
 
 class CompiledStep:
@@ -167,7 +167,7 @@ def lower(graph, num_feeds, num_fetches):
     for op in graph.get_operations():
         if op.type == ARG_TYPE:
             args[op.attrs["index"]] = op.outputs[0]
-        elif op.type == "_Retval":
+        elif op.type == RETVAL_TYPE:
             retvals[op.attrs["index"]] = op.inputs[0]
         elif op.type not in RESULT_TYPES:
             ops.append(op)

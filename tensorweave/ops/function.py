@@ -23,6 +23,7 @@ __all__: list = []
 # Op types whose ops are the results of a step: the roots that passes keep alive.
 RESULT_TYPES = frozenset({"_Retval", "_Targets"})
 ARG_TYPE = "_Arg"
+RETVAL_TYPE = "_Retval"
 
 
 # -- _Arg -----------------------------------------------------------------------------------------

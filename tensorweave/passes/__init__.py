@@ -12,12 +12,11 @@ from __future__ import annotations
 
 import importlib
 
-from tensorweave.passes.base import (PassOptions, PassResult, Rewriter,  # noqa: F401
-                                     run_pipeline)
-from tensorweave.passes.snapshot import snapshot  # noqa: F401
+from tensorweave.passes.base import PassOptions, PassResult, Rewriter, run_pipeline
+from tensorweave.passes.snapshot import snapshot
 
-__all__ = ["PIPELINE", "PassOptions", "PassResult", "run_pipeline", "snapshot", "get_pass",
-           "pipeline"]
+__all__ = ["PIPELINE", "PassOptions", "PassResult", "Rewriter", "run_pipeline", "snapshot",
+           "get_pass", "pipeline"]
 
 PIPELINE = ["prune", "constant_fold", "cse", "simplify", "dce", "fusion"]
 
