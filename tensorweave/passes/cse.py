@@ -1,14 +1,16 @@
 """Common-subexpression elimination: ops that compute the same thing are merged into one.
 
 Two ops are the same computation when they have the same type, read the same tensors (after
-earlier merges, so whole duplicated chains collapse), have equal attrs (arrays compare by dtype,
-shape and bytes), the same control inputs and the same requested device. The first one (in
-creation order) survives and keeps its name; readers of the others read it instead. Stateful
-ops and ops that use the step context are never merged: two reads of a variable, or two random
-draws, are different events.
+earlier merges, so whole duplicated chains collapse), have equal attrs (arrays compare by
+dtype, shape and a 128-bit digest of their bytes), the same control inputs and the same
+requested device. The first one (in creation order) survives and keeps its name; readers of
+the others read it instead. Stateful ops and ops that use the step context are never merged:
+two reads of a variable, or two random draws, are different events.
 """
 
 from __future__ import annotations
+
+import hashlib
 
 import numpy as np
 
@@ -59,7 +61,14 @@ def attr_key(value):
         array = np.asarray(value)
         if array.dtype.hasobject:
             raise _Unhashable
-        return ("array", array.dtype.str, array.shape, array.tobytes())
+        # A 128-bit digest of the bytes stands for the bytes: large constants are neither
+        # copied nor kept alive by the key.
+        # reshape(-1) is contiguous (a copy only if the array is not); the uint8 view works for
+        # every dtype, extension ones (bfloat16) included.
+        raw = array.reshape(-1).view(np.uint8)
+        digest = hashlib.blake2b(raw, digest_size=16).digest()
+        # The name tells extension dtypes apart (bfloat16's str is a plain '<V2').
+        return ("array", array.dtype.str, array.dtype.name, array.shape, digest)
     if isinstance(value, dict):
         return ("dict", tuple(sorted(((k, attr_key(v)) for k, v in value.items()),
                                      key=lambda kv: repr(kv[0]))))

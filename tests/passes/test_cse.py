@@ -76,3 +76,12 @@ def test_fetching_two_merged_tensors_gives_equal_values(graph):
     assert "cse: merged b (Square) into a" in step.changes
     np.testing.assert_array_equal(got_a, [1.0, 4.0, 9.0])
     np.testing.assert_array_equal(got_b, [1.0, 4.0, 9.0])
+
+
+def test_a_scalar_and_a_one_element_vector_are_different_constants(graph):
+    a = tw.constant(np.float32(1.0), name="a")
+    b = tw.constant(np.array([1.0], np.float32), name="b")
+    result = run(cse, step_graph([a, b]))
+    assert result.changes == []
+    assert attr_key(np.arange(6).reshape(2, 3).T) == \
+        attr_key(np.ascontiguousarray(np.arange(6).reshape(2, 3).T))
