@@ -61,12 +61,8 @@ def attr_key(value):
         array = np.asarray(value)
         if array.dtype.hasobject:
             raise _Unhashable
-        # A 128-bit digest of the bytes stands for the bytes: large constants are neither
-        # copied nor kept alive by the key.
-        # reshape(-1) is contiguous (a copy only if the array is not); the uint8 view works for
-        # every dtype, extension ones (bfloat16) included.
-        raw = array.reshape(-1).view(np.uint8)
-        digest = hashlib.blake2b(raw, digest_size=16).digest()
+        # A 128-bit digest stands for the bytes, so keys do not keep copies of large constants.
+        digest = hashlib.blake2b(array.tobytes(), digest_size=16).digest()
         # The name tells extension dtypes apart (bfloat16's str is a plain '<V2').
         return ("array", array.dtype.str, array.dtype.name, array.shape, digest)
     if isinstance(value, dict):

@@ -85,3 +85,10 @@ def test_a_scalar_and_a_one_element_vector_are_different_constants(graph):
     assert result.changes == []
     assert attr_key(np.arange(6).reshape(2, 3).T) == \
         attr_key(np.ascontiguousarray(np.arange(6).reshape(2, 3).T))
+
+
+def test_attr_keys_of_arrays_of_any_layout():
+    column = np.arange(6.0).reshape(2, 3)[:, :1]
+    broadcast = np.broadcast_to(np.float32(2.0), (1,))
+    assert attr_key(column) == attr_key(np.array([[0.0], [3.0]]))
+    assert attr_key(broadcast) == attr_key(np.array([2.0], np.float32))
