@@ -16,7 +16,9 @@ from tensorweave.codegen.cpu_numba import TRANSCENDENTAL_ULPS, broadcast_layout
 from tensorweave.codegen.expr import FusedExpr, evaluate
 from tensorweave.codegen.rules import ELEMENTWISE
 
-pytest.importorskip("numba", reason="numba is optional (the 'fast' extra)")
+# The helpers below also serve tests/codegen/test_cuda_source.py, which runs without numba.
+pytestmark = pytest.mark.skipif(not cpu_numba.available(),
+                                reason="numba is optional (the 'fast' extra) and not installed")
 
 # ops whose C-library implementation may differ from numpy's SIMD code by a few ulps
 TRANSCENDENTAL = {"Exp", "Expm1", "Log", "Log1p", "Sin", "Cos", "Tanh", "Pow", "Sigmoid", "Elu",
