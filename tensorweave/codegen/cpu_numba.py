@@ -30,6 +30,7 @@ import dataclasses
 import hashlib
 import importlib.util
 import os
+import re
 import sys
 import tempfile
 import threading
@@ -40,12 +41,29 @@ from tensorweave.codegen import buffers
 from tensorweave.codegen.expr import FusedExpr
 from tensorweave.codegen.rules import ELEMENTWISE, FUSABLE_DTYPES
 
-__all__ = ["available", "supports", "broadcast_layout", "Layout", "kernel_source",
+__all__ = ["available", "supports", "inexact_ops", "EXACT_FUNCTIONS", "broadcast_layout", "Layout", "kernel_source",
            "NumbaKernel", "compile_numba", "cache_dir", "TRANSCENDENTAL_ULPS"]
 
 # Largest difference from numpy seen on float32 transcendental chains (tests state it too).
 TRANSCENDENTAL_ULPS = 4
 KERNEL_NAME = "fused_kernel"
+
+
+# Math functions whose numba result is numpy's to the bit: IEEE square root and rounding.
+EXACT_FUNCTIONS = frozenset({"sqrt", "floor", "ceil", "rint"})
+
+
+def inexact_ops(expr: FusedExpr) -> list:
+    """Op types of ``expr`` that numba computes with C-library math (``np.tanh``, ``**``, ...),
+    whose results may differ from numpy's by up to ``TRANSCENDENTAL_ULPS``; read off the rule
+    table's Python templates."""
+    found = []
+    for node in expr.nodes:
+        template = ELEMENTWISE[node["op"]].py
+        called = set(re.findall(r"np\.(\w+)\(", template))
+        if (called - EXACT_FUNCTIONS or "**" in template) and node["op"] not in found:
+            found.append(node["op"])
+    return found
 
 
 def available() -> bool:

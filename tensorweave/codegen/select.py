@@ -7,12 +7,14 @@ than one thread) on data of the real shapes, picks the fastest and caches the de
 ``compile_expr`` returns for numpy without a named backend: at the first call for a size class it
 decides, timing the candidates on the call's own arrays, then dispatches.
 
-Why measure rather than fix a rule (DESIGN.md, "Kernel fusion: code generation", has the
-numbers): numba's loop reaches memory bandwidth on arithmetic chains and costs ~6 us per call
-against ~20 us for the chunked numpy kernel, but its math functions are scalar C library calls
-(no vectorised math in numba's pip build), so a chain with tanh/exp/sigmoid runs several times
-slower under numba than chunked numpy. Where the two are close, either choice is fine, and the
-measurement settles the rest on the machine at hand.
+The candidates, and why (DESIGN.md, "Kernel fusion: code generation", has the numbers): numba's
+loop reaches memory bandwidth on arithmetic chains and costs ~6 us per call against ~20 us for
+the chunked numpy kernel, but its math functions are scalar C-library calls (numba's pip build
+has no vectorised math), so a chain with tanh/exp/sigmoid runs several times slower under numba
+than chunked numpy, and its results differ from numpy's by a few ulps. So numba is a candidate
+only for expressions it computes bitwise as numpy does (``cpu_numba.inexact_ops`` is empty):
+fused results then never depend on which backend won. Among the candidates, the measurement on
+the machine at hand decides.
 
 Below ``MEASURE_MIN_ELEMENTS`` output elements the numpy backend is used without measuring: a
 numba compile (0.3-0.7 s the first time on a machine, a few ms from its disk cache afterwards)
@@ -66,7 +68,9 @@ def candidates(expr: FusedExpr, elements: int) -> list:
     if elements < MEASURE_MIN_ELEMENTS:
         return ["numpy"]
     found = ["numpy"]
-    if cpu_numba.available() and cpu_numba.supports(expr) is None:
+    # numba only where it is bitwise numpy: with C-library math it is also slower (see above)
+    if (cpu_numba.available() and cpu_numba.supports(expr) is None
+            and not cpu_numba.inexact_ops(expr)):
         found.append("numba")
         if elements >= PARALLEL_MIN_ELEMENTS and _numba_threads() > 1:
             found.append("numba-parallel")

@@ -257,3 +257,9 @@ def test_generated_source_is_cached_on_disk(tmp_path, monkeypatch):
     assert got.tolist() == [0.0, 3.0, 6.0, 9.0]
     written = list((tmp_path / "numba").glob("k*.py"))
     assert len(written) == 1 and "K0 = np.float32(3.0)" in written[0].read_text()
+
+
+def test_inexact_ops_are_the_c_library_math_functions():
+    expr, _ = every_op_expr("float32")
+    assert set(cpu_numba.inexact_ops(expr)) == TRANSCENDENTAL
+    assert cpu_numba.inexact_ops(ARITH) == []

@@ -116,6 +116,13 @@ def test_reductions_are_not_offered_to_numba():
     assert select.candidates(expr, BIG) == ["numpy"]
 
 
+def test_math_functions_keep_an_expression_off_numba():
+    # numba's tanh is the C library's: not numpy's to the bit, and slower (DESIGN.md)
+    expr = FusedExpr(inputs=[{"dtype": "float32", "shape": None}],
+                     nodes=[node("Tanh", [["in", 0]])], outputs=[0])
+    assert select.candidates(expr, BIG) == ["numpy"]
+
+
 def test_size_classes_are_powers_of_two():
     assert [select.size_class(n) for n in (1, 2, 3, 4, 5, 1 << 20, (1 << 20) + 1)] == \
         [0, 1, 2, 2, 3, 20, 21]
