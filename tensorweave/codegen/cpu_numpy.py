@@ -30,6 +30,8 @@ cache technique, and a GPU backend generates its own kernels.
 
 from __future__ import annotations
 
+import functools
+import itertools
 import math
 import threading
 
@@ -101,11 +103,15 @@ class _Layout:
         self.axis = axis                      # the chunked axis a; axes < a take one index
         self.rows = max(1, chunk // inner)    # rows of axis a per chunk
         self.inner = inner                    # elements per row: prod(S[a+1:])
+        # one chunk holds everything: no cutting at all
+        self.single = axis == 0 and self.rows >= full_shape[0]
+        if self.single:
+            self.rows = full_shape[0]
 
     def chunks(self):
         """(outer index tuple, first row, end row) of every chunk, in memory order."""
         rows, n = self.rows, self.shape[self.axis]
-        for outer in np.ndindex(*self.shape[:self.axis]):
+        for outer in itertools.product(*(range(d) for d in self.shape[:self.axis])):
             for r0 in range(0, n, rows):
                 yield outer, r0, min(r0 + rows, n)
 
@@ -170,6 +176,10 @@ class _Plan:
                 continue
             self.output_of.setdefault(j, k)
         self.buffer_of = self._assign_scratch()
+        steps = [(j, _callable(ELEMENTWISE[node["op"]]), self.arg_slots[j], node["attrs"],
+                  self.output_of.get(j)) for j, node in enumerate(expr.nodes)]
+        self.steps = [s for s in steps if self.node_varies[s[0]]]
+        self.invariant_steps = [s for s in steps if not self.node_varies[s[0]]]
         self._scratch = buffers.ScratchSets(self._make_scratch)
         if self.reduced is not None:
             self._plan_reduction()
@@ -192,6 +202,8 @@ class _Plan:
             self.arg_slots.append(tuple(slots))
 
     def _find_varying(self):
+        if self.layout.single:  # nothing is cut, so nothing is hoisted
+            return [True] * len(self.expr.nodes)
         in_varies = [_varies(p) for p in self.in_patterns]
         varies = []
         for j, node in enumerate(self.expr.nodes):
@@ -283,25 +295,43 @@ class _Plan:
 
     # -- running --
     def run(self, arrays, retained, donate):
-        expr, layout = self.expr, self.layout
         outputs = self._output_arrays(arrays, retained, donate)
-        values = list(arrays) + [None] * len(expr.nodes) + self.constants
-        whole_reduced = self._run_invariant(values, outputs)
-        varying_inputs = [(i, p) for i, p in enumerate(self.in_patterns) if _varies(p)]
-        out_patterns = {j: self.node_patterns[j] for j in self.output_of}
-        acc = self._start_reduction(values)
+        values = list(arrays) + [None] * len(self.expr.nodes) + self.constants
         scratch = self._scratch.acquire()
         try:
-            self._chunk_loop(arrays, values, outputs, varying_inputs, out_patterns, acc, scratch)
+            if self.layout.single:
+                reduced = self._run_single(values, outputs, scratch)
+            else:
+                reduced = self._run_chunked(arrays, values, outputs, scratch)
         finally:
             self._scratch.release(scratch)
-        if acc is not None:
-            outputs[0] = self._finish_reduction(acc, whole_reduced)
-        for k, j in enumerate(expr.outputs):  # a node listed twice: the later copy
+        if self.reduced is not None:
+            outputs[0] = reduced
+        for k, j in enumerate(self.expr.outputs):  # a node listed twice: the later copy
             first = self.output_of.get(j)
-            if first is not None and first != k and not (k == 0 and acc is not None):
+            if first is not None and first != k and not (k == 0 and self.reduced is not None):
                 np.copyto(outputs[k], outputs[first])
         return tuple(outputs)
+
+    def _run_single(self, values, outputs, scratch):
+        """Everything fits in one chunk: each node once over its own shape, no cutting; a
+        reduction runs on the whole node, exactly as the unfused op would."""
+        base = self.n_in
+        for j, call, slots, attrs, k in self.steps:
+            out = outputs[k] if k is not None else scratch[j][0]
+            values[base + j] = call(*[values[s] for s in slots], out=out, **attrs)
+        if self.reduced is None:
+            return None
+        return self.reduce_rule.numpy(np, values[base + self.reduced], self.reduce_axes,
+                                      self.expr.reduce["keepdims"])
+
+    def _run_chunked(self, arrays, values, outputs, scratch):
+        whole_reduced = self._run_invariant(values, outputs)
+        acc = self._start_reduction()
+        self._chunk_loop(arrays, values, outputs, acc, scratch)
+        if self.reduced is None:
+            return None
+        return self._finish_reduction(acc, whole_reduced)
 
     def _output_arrays(self, arrays, retained, donate):
         outputs = [None] * len(self.expr.outputs)
@@ -339,15 +369,11 @@ class _Plan:
         """Nodes reading only invariant values: once per call, over their whole shape.
         Returns the whole value of the reduced node when it is invariant."""
         base = self.n_in
-        for j, node in enumerate(self.expr.nodes):
-            if self.node_varies[j]:
-                continue
-            args = [values[s] for s in self.arg_slots[j]]
-            k = self.output_of.get(j)
+        for j, call, slots, attrs, k in self.invariant_steps:
             out = outputs[k] if k is not None else None
             if out is None:
-                out = np.empty(self.shapes[j], np.dtype(node["dtype"]))
-            values[base + j] = ELEMENTWISE[node["op"]].numpy(np, *args, out=out, **node["attrs"])
+                out = np.empty(self.shapes[j], np.dtype(self.expr.nodes[j]["dtype"]))
+            values[base + j] = call(*[values[s] for s in slots], out=out, **attrs)
         whole_reduced = None
         if self.reduced is not None and not self.node_varies[self.reduced]:
             whole_reduced = values[base + self.reduced]
@@ -362,30 +388,29 @@ class _Plan:
                 values[i] = values[i][_key(pattern, (), 0, 1, last)]
         return whole_reduced
 
-    def _chunk_loop(self, arrays, values, outputs, varying_inputs, out_patterns, acc, scratch):
-        layout, base, nodes = self.layout, self.n_in, self.expr.nodes
+    def _chunk_loop(self, arrays, values, outputs, acc, scratch):
+        layout, base = self.layout, self.n_in
         last, full_rows = layout.axis, layout.rows
-        steps = [(j, ELEMENTWISE[nodes[j]["op"]].numpy, self.arg_slots[j], nodes[j]["attrs"],
-                  self.output_of.get(j)) for j in range(len(nodes)) if self.node_varies[j]]
+        varying_inputs = [(i, p) for i, p in enumerate(self.in_patterns) if _varies(p)]
+        patterns = self.node_patterns
+        reduce_here = acc is not None and self.node_varies[self.reduced]
         for outer, r0, r1 in layout.chunks():
             variant = 0 if r1 - r0 == full_rows else 1
             for i, pattern in varying_inputs:
                 values[i] = arrays[i][_key(pattern, outer, r0, r1, last)]
-            for j, fn, slots, attrs, k in steps:
+            for j, call, slots, attrs, k in self.steps:
                 if k is not None:
-                    out = outputs[k][_key(out_patterns[j], outer, r0, r1, last)]
+                    out = outputs[k][_key(patterns[j], outer, r0, r1, last)]
                 else:
                     out = scratch[j][variant]
-                values[base + j] = fn(np, *[values[s] for s in slots], out=out, **attrs)
-            if acc is not None and self.node_varies[self.reduced]:
+                values[base + j] = call(*[values[s] for s in slots], out=out, **attrs)
+            if reduce_here:
                 self._reduce_chunk(acc, values[base + self.reduced], scratch, variant,
                                    outer, r0, r1)
 
-    def _start_reduction(self, values):
-        if self.reduced is None:
+    def _start_reduction(self):
+        if self.reduced is None or not self.node_varies[self.reduced]:
             return None
-        if not self.node_varies[self.reduced]:
-            return "invariant"
         identity = self.reduce_rule.identity(self.reduce_dtype)
         return np.full(self.acc_shape, identity, np.dtype(self.reduce_dtype))
 
@@ -408,6 +433,14 @@ class _Plan:
             acc = acc.reshape(tuple(d for i, d in enumerate(self.acc_shape)
                                     if i not in self.reduce_axes))
         return acc
+
+
+def _callable(rule):
+    """The function a step calls: the ufunc itself when the rule is one (no wrapper call)."""
+    name = getattr(rule.numpy, "ufunc_name", None)
+    if name is not None:
+        return getattr(np, name)
+    return functools.partial(rule.numpy, np)
 
 
 def _view(flat: np.ndarray, shape: tuple) -> np.ndarray:

@@ -119,6 +119,7 @@ def _ufunc(name):
     def apply(xp, *args, out=None):
         return getattr(xp, name)(*args, out=out)
     apply.__name__ = name
+    apply.ufunc_name = name  # lets a backend call the ufunc itself, without this wrapper
     return apply
 
 
