@@ -49,17 +49,18 @@ CHUNK_ELEMENTS = 1 << 17
 _MAX_PLANS = 8  # plans per kernel (one per distinct set of input shapes)
 
 
-def compile_expr(expr: FusedExpr, xp, chunk: int = CHUNK_ELEMENTS):
+def compile_expr(expr: FusedExpr, xp, chunk: int | None = None):
     """A kernel ``fn(*arrays, donate=()) -> tuple of outputs`` for ``expr`` (see the module
     docstring). ``donate`` lists input positions whose arrays the caller owns and never reads
-    again; an output may then be written over such an input."""
-    return NumpyKernel(expr, xp, chunk)
+    again; an output may then be written over such an input. ``chunk`` defaults to
+    ``CHUNK_ELEMENTS`` as it is when the kernel is compiled."""
+    return NumpyKernel(expr, xp, CHUNK_ELEMENTS if chunk is None else chunk)
 
 
 class NumpyKernel:
     """A compiled fused expression: plans per input shapes, retained outputs."""
 
-    def __init__(self, expr: FusedExpr, xp, chunk: int = CHUNK_ELEMENTS):
+    def __init__(self, expr: FusedExpr, xp, chunk: int):
         self.expr = expr
         self.xp = xp
         self.chunk = chunk
@@ -315,11 +316,21 @@ class _Plan:
 
     def _run_single(self, values, outputs, scratch):
         """Everything fits in one chunk: each node once over its own shape, no cutting; a
-        reduction runs on the whole node, exactly as the unfused op would."""
+        reduction runs on the whole node, exactly as the unfused op would.
+
+        A node with an argument that is not C-contiguous (a transposed view) lets numpy
+        allocate its result, as the unfused op did: numpy lays that result out like the
+        argument, and a later sum adds in memory order, so the layout decides the rounding."""
         base = self.n_in
         for j, call, slots, attrs, k in self.steps:
-            out = outputs[k] if k is not None else scratch[j][0]
-            values[base + j] = call(*[values[s] for s in slots], out=out, **attrs)
+            args = [values[s] for s in slots]
+            if all(a.flags.c_contiguous for a in args):
+                out = outputs[k] if k is not None else scratch[j][0]
+                values[base + j] = call(*args, out=out, **attrs)
+            else:
+                values[base + j] = result = call(*args, **attrs)
+                if k is not None:
+                    outputs[k] = result
         if self.reduced is None:
             return None
         return self.reduce_rule.numpy(np, values[base + self.reduced], self.reduce_axes,
@@ -340,8 +351,21 @@ class _Plan:
                 continue
             shape, dtype = self.shapes[j], np.dtype(self.expr.nodes[j]["dtype"])
             donor = self._donor(arrays, donate, k, j, shape, dtype)
-            outputs[k] = donor if donor is not None else retained.empty(k, shape, dtype)
+            if donor is not None:
+                outputs[k] = donor
+            elif self.layout.single:
+                outputs[k] = retained.empty(k, shape, dtype)
+            else:
+                outputs[k] = self._laid_out_like_numpy(arrays, retained, k, shape, dtype)
         return outputs
+
+    def _laid_out_like_numpy(self, arrays, retained, k, shape, dtype):
+        """A C-ordered output, unless an input of the output's shape is laid out otherwise (a
+        transposed view): then like that input, as numpy's ufuncs would have laid it out."""
+        for a in arrays:
+            if a.shape == shape and not a.flags.c_contiguous and a.ndim > 1:
+                return np.empty_like(a, dtype=dtype)
+        return retained.empty(k, shape, dtype)
 
     def _donor(self, arrays, donate, k, j, shape, dtype):
         """A donated input that output ``k`` (node ``j``) may overwrite chunk by chunk: same

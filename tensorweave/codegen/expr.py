@@ -253,7 +253,8 @@ def format_expr(expr: FusedExpr) -> str:
     """A readable multi-line form: ``t2 = Relu(t1)``, one line per node."""
     lines = []
     for i, spec in enumerate(expr.inputs):
-        lines.append(f"in{i}: {spec['dtype']}{spec['shape'] if spec['shape'] is not None else '[?]'}")
+        shape = "[?]" if spec["shape"] is None else spec["shape"]
+        lines.append(f"in{i}: {spec['dtype']}{shape}")
     for j, node in enumerate(expr.nodes):
         args = ", ".join(_format_arg(arg) for arg in node["args"])
         attrs = "".join(f", {k}={v!r}" for k, v in sorted(node["attrs"].items()))

@@ -124,10 +124,15 @@ def _ufunc(name):
 
 
 def _empty_like_result(xp, out, *args):
-    """``out``, or a new array of the args' broadcast shape and the first arg's dtype."""
+    """``out``, or a new array of the args' broadcast shape and the first arg's dtype, laid out
+    like the first arg of that shape (as a ufunc lays out its result: a transposed input gives
+    a transposed result, which decides the order of any later sum over it)."""
     if out is not None:
         return out
     shape = np.broadcast_shapes(*(np.shape(a) for a in args))
+    for a in args:
+        if np.shape(a) == shape and hasattr(a, "flags"):
+            return xp.empty_like(a, dtype=args[0].dtype)
     return xp.empty(shape, dtype=args[0].dtype)
 
 

@@ -97,6 +97,27 @@ def test_mixed_dtypes_bool_and_int_nodes():
     assert_bitwise(compile_expr(expr, np, chunk=128)(*arrays), evaluate(expr, np, *arrays))
 
 
+@pytest.mark.parametrize("chunk", [1 << 17, 64])
+def test_transposed_inputs_give_results_laid_out_as_numpy_lays_them_out(chunk):
+    # a later sum adds in memory order: the layout decides its rounding
+    expr = FusedExpr(inputs=inputs(1),
+                     nodes=[node("Abs", [["in", 0]]), node("Neg", [["node", 0]])],
+                     outputs=[1])
+    x = np.random.default_rng(10).uniform(-2, 2, (24, 40)).astype(np.float32).T
+    (got,) = compile_expr(expr, np, chunk=chunk)(x)
+    expected = np.negative(np.abs(x))
+    assert got.strides == expected.strides and got.tobytes("A") == expected.tobytes("A")
+    assert np.sum(got, dtype=np.float32).tobytes() == np.sum(expected, dtype=np.float32).tobytes()
+
+
+def test_a_single_chunk_reduction_of_a_transposed_input_is_bitwise_the_op():
+    expr = FusedExpr(inputs=inputs(1), nodes=[node("Neg", [["in", 0]])], outputs=[0],
+                     reduce={"op": "Sum", "axes": [0, 1], "keepdims": False})
+    x = np.random.default_rng(11).uniform(-2, 2, (50, 30)).astype(np.float32).T
+    (got,) = compile_expr(expr, np)(x)
+    assert got.tobytes() == np.sum(np.negative(x), axis=(0, 1), dtype=np.float32).tobytes()
+
+
 def test_a_node_listed_twice_is_two_arrays():
     expr = FusedExpr(inputs=inputs(1), nodes=[node("Exp", [["in", 0]])], outputs=[0, 0])
     x = np.linspace(-1, 1, 50000, dtype=np.float32)

@@ -37,7 +37,7 @@ def evaluate_step(graph, feeds):
     args = sorted((op for op in ops if op.type == "_Arg"), key=lambda op: op.attrs["index"])
     rets = sorted((op for op in ops if op.type == "_Retval"), key=lambda op: op.attrs["index"])
     return reference.evaluate([r.inputs[0] for r in rets],
-                              {a.outputs[0]: v for a, v in zip(args, feeds)})
+                              {a.outputs[0]: feeds[a.attrs["index"]] for a in args})
 
 
 def assert_same_results(before, after, feeds, rtol=0.0):
@@ -340,3 +340,43 @@ def test_fusion_is_deterministic(graph):
     y = tw.reduce_sum(tw.square(tw.nn.relu(x) - 1.0), axis=0) + tw.exp(x)[0]
     step = step_graph([y], [x])
     assert format_graph(run(fuse, step).graph) == format_graph(run(fuse, step).graph)
+
+
+# -- through a Session ---------------------------------------------------------------------------
+def _session_run(graph, fetches, feeds, config):
+    metadata = tw.RunMetadata()
+    with tw.Session(graph=graph, config=config) as sess:
+        values = sess.run(fetches, feeds, options=tw.RunOptions(), run_metadata=metadata)
+        values_again = sess.run(fetches, feeds)  # a second step reuses the kernels' buffers
+    for a, b in zip(values, values_again):
+        np.testing.assert_array_equal(a, b)
+    return values, [(s.node_name, s.op_type) for s in metadata.step_stats]
+
+
+def test_a_session_fuses_by_default_and_not_when_disabled(graph):
+    x = tw.placeholder(tw.float32, [256, 128], name="x")
+    w = tw.placeholder(tw.float32, [128], name="w")
+    h = tw.nn.relu(x * w + 1.0, name="h")
+    loss = tw.reduce_mean(tw.square(h - x), name="loss")
+    (gx,) = tw.gradients(loss, [x])
+    feeds = {x: floats(256, 128), w: floats(128, seed=1)}
+    fused, fused_stats = _session_run(graph, [h, loss, gx], feeds, tw.ConfigProto())
+    plain, plain_stats = _session_run(graph, [h, loss, gx], feeds,
+                                      tw.ConfigProto(disabled_passes=["fusion"]))
+    assert "fusion" in tw.passes.PIPELINE
+    assert [t for _, t in plain_stats].count("Fused") == 0
+    fused_names = [n for n, t in fused_stats if t == "Fused"]
+    assert fused_names and all(n.startswith("fused") for n in fused_names)
+    assert len(fused_stats) < len(plain_stats)
+    np.testing.assert_array_equal(fused[0], plain[0])
+    np.testing.assert_allclose(fused[1], plain[1], rtol=1e-5)
+    np.testing.assert_allclose(fused[2], plain[2], rtol=1e-5, atol=1e-9)
+
+
+def test_a_session_dump_shows_what_each_fused_op_replaced(graph, tmp_path):
+    x = tw.placeholder(tw.float32, [256, 128], name="x")
+    y = tw.tanh(tw.exp(x, name="e"), name="t")
+    with tw.Session(graph=graph, config=tw.ConfigProto(dump_dir=str(tmp_path))) as sess:
+        sess.run(y, {x: floats(256, 128)})
+    (dump,) = [p for p in tmp_path.rglob("*fusion.txt")]
+    assert "= Fused(" in dump.read_text() and "fused_ops=['Exp:e', 'Tanh:t']" in dump.read_text()
