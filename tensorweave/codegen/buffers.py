@@ -132,24 +132,22 @@ class RetainedOutputs:
 
 
 class ScratchSets:
-    """Scratch arrays for one kernel plan, one set per concurrent call.
+    """Scratch arrays for one kernel plan, one set per thread.
 
-    ``make()`` builds a new set; ``acquire()`` hands out a free set (or a new one) and
-    ``release(s)`` returns it, so calls from several threads never share scratch memory.
+    ``acquire()`` hands out the calling thread's set (made by ``make()`` on first use) and
+    ``release(s)`` ends its use, so calls from several threads never share scratch memory. A
+    kernel never re-enters itself on one thread, so a set is never used twice at once.
     """
 
     def __init__(self, make):
         self._make = make
-        self._free: list = []
-        self._lock = threading.Lock()
+        self._local = threading.local()
 
     def acquire(self):
-        with self._lock:
-            if self._free:
-                return self._free.pop()
-        return self._make()
+        scratch = getattr(self._local, "scratch", None)
+        if scratch is None:
+            scratch = self._local.scratch = self._make()
+        return scratch
 
     def release(self, scratch) -> None:
-        with self._lock:
-            if len(self._free) < 2:
-                self._free.append(scratch)
+        """Nothing to do: the set stays with its thread for the next call."""

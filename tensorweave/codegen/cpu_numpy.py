@@ -76,7 +76,8 @@ class NumpyKernel:
         if plan is None:  # scalars and empty arrays: nothing worth chunking
             return evaluate(self.expr, np, *arrays)
         outputs = plan.run(arrays, self._retained, donate)
-        self._retained.keep(outputs)
+        if plan.keeps_outputs:
+            self._retained.keep(outputs)
         return outputs
 
     def _plan(self, shapes):
@@ -176,12 +177,21 @@ class _Plan:
             if k == 0 and expr.reduce is not None:
                 continue
             self.output_of.setdefault(j, k)
+        self.duplicates = [(k, self.output_of[j]) for k, j in enumerate(expr.outputs)
+                           if self.output_of.get(j, k) != k
+                           and not (k == 0 and self.reduced is not None)]
+        # outputs worth keeping across calls (a small array costs no page faults when new)
+        self.keeps_outputs = any(math.prod(shapes[j]) * np.dtype(expr.nodes[j]["dtype"]).itemsize
+                                 >= buffers.MIN_KEPT_BYTES for j in expr.outputs)
+        self.output_specs = [(k, j, shapes[j], np.dtype(expr.nodes[j]["dtype"]))
+                             for k, j in enumerate(expr.outputs)
+                             if not (k == 0 and self.reduced is not None)]
         self.buffer_of = self._assign_scratch()
-        steps = [(j, _callable(ELEMENTWISE[node["op"]]), self.arg_slots[j], node["attrs"],
+        steps = [(j, _callable(ELEMENTWISE[node["op"]], node["attrs"]), self.arg_slots[j],
                   self.output_of.get(j)) for j, node in enumerate(expr.nodes)]
         self.steps = [s for s in steps if self.node_varies[s[0]]]
         self.invariant_steps = [s for s in steps if not self.node_varies[s[0]]]
-        self._scratch = buffers.ScratchSets(self._make_scratch)
+        self._scratch = buffers.ScratchSets(self._make_scratch)  # one set per thread
         if self.reduced is not None:
             self._plan_reduction()
 
@@ -308,10 +318,8 @@ class _Plan:
             self._scratch.release(scratch)
         if self.reduced is not None:
             outputs[0] = reduced
-        for k, j in enumerate(self.expr.outputs):  # a node listed twice: the later copy
-            first = self.output_of.get(j)
-            if first is not None and first != k and not (k == 0 and self.reduced is not None):
-                np.copyto(outputs[k], outputs[first])
+        for k, first in self.duplicates:  # a node listed twice: the later one is a copy
+            np.copyto(outputs[k], outputs[first])
         return tuple(outputs)
 
     def _run_single(self, values, outputs, scratch):
@@ -322,15 +330,20 @@ class _Plan:
         allocate its result, as the unfused op did: numpy lays that result out like the
         argument, and a later sum adds in memory order, so the layout decides the rounding."""
         base = self.n_in
-        for j, call, slots, attrs, k in self.steps:
-            args = [values[s] for s in slots]
-            if all(a.flags.c_contiguous for a in args):
+        if all(values[i].flags.c_contiguous for i in range(base)):
+            for j, call, slots, k in self.steps:  # then every node's result is C-ordered too
                 out = outputs[k] if k is not None else scratch[j][0]
-                values[base + j] = call(*args, out=out, **attrs)
-            else:
-                values[base + j] = result = call(*args, **attrs)
-                if k is not None:
-                    outputs[k] = result
+                values[base + j] = call(*[values[s] for s in slots], out=out)
+        else:
+            for j, call, slots, k in self.steps:
+                args = [values[s] for s in slots]
+                if all(a.flags.c_contiguous for a in args):
+                    out = outputs[k] if k is not None else scratch[j][0]
+                    values[base + j] = call(*args, out=out)
+                else:
+                    values[base + j] = result = call(*args)
+                    if k is not None:
+                        outputs[k] = result
         if self.reduced is None:
             return None
         return self.reduce_rule.numpy(np, values[base + self.reduced], self.reduce_axes,
@@ -346,15 +359,13 @@ class _Plan:
 
     def _output_arrays(self, arrays, retained, donate):
         outputs = [None] * len(self.expr.outputs)
-        for k, j in enumerate(self.expr.outputs):
-            if k == 0 and self.reduced is not None:
-                continue
-            shape, dtype = self.shapes[j], np.dtype(self.expr.nodes[j]["dtype"])
-            donor = self._donor(arrays, donate, k, j, shape, dtype)
+        for k, j, shape, dtype in self.output_specs:
+            donor = self._donor(arrays, donate, k, j, shape, dtype) if donate else None
             if donor is not None:
                 outputs[k] = donor
             elif self.layout.single:
-                outputs[k] = retained.empty(k, shape, dtype)
+                outputs[k] = retained.empty(k, shape, dtype) if self.keeps_outputs \
+                    else np.empty(shape, dtype)
             else:
                 outputs[k] = self._laid_out_like_numpy(arrays, retained, k, shape, dtype)
         return outputs
@@ -393,11 +404,11 @@ class _Plan:
         """Nodes reading only invariant values: once per call, over their whole shape.
         Returns the whole value of the reduced node when it is invariant."""
         base = self.n_in
-        for j, call, slots, attrs, k in self.invariant_steps:
+        for j, call, slots, k in self.invariant_steps:
             out = outputs[k] if k is not None else None
             if out is None:
                 out = np.empty(self.shapes[j], np.dtype(self.expr.nodes[j]["dtype"]))
-            values[base + j] = call(*[values[s] for s in slots], out=out, **attrs)
+            values[base + j] = call(*[values[s] for s in slots], out=out)
         whole_reduced = None
         if self.reduced is not None and not self.node_varies[self.reduced]:
             whole_reduced = values[base + self.reduced]
@@ -422,12 +433,12 @@ class _Plan:
             variant = 0 if r1 - r0 == full_rows else 1
             for i, pattern in varying_inputs:
                 values[i] = arrays[i][_key(pattern, outer, r0, r1, last)]
-            for j, call, slots, attrs, k in self.steps:
+            for j, call, slots, k in self.steps:
                 if k is not None:
                     out = outputs[k][_key(patterns[j], outer, r0, r1, last)]
                 else:
                     out = scratch[j][variant]
-                values[base + j] = call(*[values[s] for s in slots], out=out, **attrs)
+                values[base + j] = call(*[values[s] for s in slots], out=out)
             if reduce_here:
                 self._reduce_chunk(acc, values[base + self.reduced], scratch, variant,
                                    outer, r0, r1)
@@ -459,12 +470,13 @@ class _Plan:
         return acc
 
 
-def _callable(rule):
-    """The function a step calls: the ufunc itself when the rule is one (no wrapper call)."""
+def _callable(rule, attrs):
+    """The function a step calls, ``call(*args, out=...)``: the ufunc itself when the rule is
+    one (no wrapper call), else the rule with the array module and the node's attrs bound."""
     name = getattr(rule.numpy, "ufunc_name", None)
     if name is not None:
         return getattr(np, name)
-    return functools.partial(rule.numpy, np)
+    return functools.partial(rule.numpy, np, **attrs)
 
 
 def _view(flat: np.ndarray, shape: tuple) -> np.ndarray:
