@@ -40,6 +40,7 @@ __all__ = ["Choice", "choose_backend", "candidates", "decisions", "SelectingKern
 MEASURE_MIN_ELEMENTS = 1 << 14
 PARALLEL_MIN_ELEMENTS = 1 << 20  # below this a second thread costs more than it brings
 TIMED_CALLS = 2  # after one warm-up call (compilation, page faults); the best counts
+MAX_SHAPES_KEPT = 64
 
 
 @dataclasses.dataclass(frozen=True)
@@ -155,7 +156,7 @@ def _decide(expr, elements, kernels_for, arrays_for) -> Choice:
     return _measure(kernels_for(found), arrays_for())
 
 
-def _elements(expr: FusedExpr, shapes) -> int:
+def _elements(shapes) -> int:
     return int(np.prod(np.broadcast_shapes(*[tuple(s) for s in shapes]))) if shapes else 1
 
 
@@ -168,7 +169,7 @@ def choose_backend(expr: FusedExpr, shapes, dtypes=None, device: str = "CPU") ->
     if dtypes is not None and [np.dtype(d).name for d in dtypes] != list(expr.input_dtypes):
         raise ValueError(f"dtypes {list(dtypes)} are not the expression's input dtypes "
                          f"{list(expr.input_dtypes)}")
-    elements = _elements(expr, shapes)
+    elements = _elements(shapes)
     key = (expr.to_json(), device, size_class(elements))
     choice = _DECISIONS.get(key)
     if choice is None:
@@ -192,19 +193,19 @@ class SelectingKernel:
         self.device = device
         self.key = expr.to_json()
         self._kernels: dict = {}  # backend name -> kernel, shared by the size classes
-        self._by_class: dict = {}  # size class -> kernel
+        self._by_shapes: dict = {}  # input shapes -> kernel of their size class
         self.choices: dict = {}  # size class -> Choice
         self._lock = threading.Lock()
 
     def __call__(self, *arrays, donate=()):
-        shapes = [np.shape(a) for a in arrays]
-        elements = _elements(self.expr, shapes)
-        kernel = self._by_class.get(size_class(elements))
+        shapes = tuple(map(np.shape, arrays))
+        kernel = self._by_shapes.get(shapes)
         if kernel is None:
-            kernel = self._select(elements, arrays)
+            kernel = self._select(shapes, arrays)
         return kernel(*arrays, donate=donate)
 
-    def _select(self, elements, arrays):
+    def _select(self, shapes, arrays):
+        elements = _elements(shapes)
         cls = size_class(elements)
         with self._lock:
             key = (self.key, self.device, cls)
@@ -214,7 +215,9 @@ class SelectingKernel:
                                                 lambda: [np.asarray(a) for a in arrays]))
             self.choices[cls] = choice
             kernel = self._kernel(choice.backend)
-            self._by_class[cls] = kernel
+            if len(self._by_shapes) >= MAX_SHAPES_KEPT:
+                self._by_shapes.clear()  # shapes that vary every step: do not grow forever
+            self._by_shapes[shapes] = kernel
         return kernel
 
     def _kernel(self, name: str):
