@@ -17,7 +17,8 @@ in int64; the cast wraps as numpy does), constants are module globals of their n
 bare ``0.5`` would make float32 arithmetic float64), and ``fastmath`` is off, so arithmetic is
 bitwise numpy's. Transcendental functions call the C library (numba's ``np.tanh`` on a float32
 is ``tanhf``) where numpy uses its own SIMD code: those results may differ by a few ulps
-(``TRANSCENDENTAL_ULPS``). Reductions are not generated here (``supports`` says so and the
+(``TRANSCENDENTAL_ULPS``), and they are scalar calls, several times slower than numpy's
+(``inexact_ops`` names them; the selector keeps such expressions on numpy). Reductions are not generated here (``supports`` says so and the
 selector picks the numpy backend).
 
 numba is optional (the ``fast`` extra): ``available()`` is False without it. Compiled code is
@@ -41,13 +42,14 @@ from tensorweave.codegen import buffers
 from tensorweave.codegen.expr import FusedExpr
 from tensorweave.codegen.rules import ELEMENTWISE, FUSABLE_DTYPES
 
-__all__ = ["available", "supports", "inexact_ops", "EXACT_FUNCTIONS", "broadcast_layout", "Layout", "kernel_source",
-           "NumbaKernel", "compile_numba", "cache_dir", "TRANSCENDENTAL_ULPS"]
+__all__ = ["available", "supports", "inexact_ops", "EXACT_FUNCTIONS", "broadcast_layout",
+           "Layout", "kernel_source", "NumbaKernel", "compile_numba", "cache_dir",
+           "TRANSCENDENTAL_ULPS"]
 
-# Largest difference from numpy seen on float32 transcendental chains (tests state it too).
+# Largest difference from numpy per C-library math op: 3 ulps measured over every float32 and
+# float64 math op of the rule table (tests/codegen/test_cpu_numba.py checks this bound).
 TRANSCENDENTAL_ULPS = 4
 KERNEL_NAME = "fused_kernel"
-
 
 # Math functions whose numba result is numpy's to the bit: IEEE square root and rounding.
 EXACT_FUNCTIONS = frozenset({"sqrt", "floor", "ceil", "rint"})
@@ -96,10 +98,14 @@ class Layout:
         """What the generated source depends on: the rank and the broadcast flags."""
         return (len(self.dims), self.broadcast)
 
-    def strides(self, input_shapes) -> np.ndarray:
-        """Element strides (int64, inputs x dims) of C-contiguous inputs in the collapsed dims."""
-        strides = np.zeros((max(1, len(input_shapes)), len(self.dims)), dtype=np.int64)
-        for j, shape in enumerate(input_shapes):
+    def strides(self) -> np.ndarray:
+        """Element strides (int64, inputs x dims) of C-contiguous inputs in the collapsed dims.
+
+        An input not broadcast along a collapsed dim spans all of it, so the layout alone
+        decides its strides: the product of the later dims it is not broadcast along.
+        """
+        strides = np.zeros((max(1, len(self.broadcast)), len(self.dims)), dtype=np.int64)
+        for j in range(len(self.broadcast)):
             step = 1
             for d in reversed(range(len(self.dims))):
                 if not self.broadcast[j][d]:
@@ -350,7 +356,7 @@ class NumbaKernel:
         layout = broadcast_layout(shapes, out_shape)
         fn = _compiled(self.expr, layout, self.parallel)
         return _Plan(fn, out_shape, np.asarray(layout.dims, dtype=np.int64),
-                     layout.strides(shapes), False)
+                     layout.strides(), False)
 
     def _outputs(self, arrays, shape, donate) -> list:
         outputs = []

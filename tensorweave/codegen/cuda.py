@@ -215,9 +215,11 @@ def _offset(layout: Layout, j: int, k: int) -> str:
     return " + ".join(f"c{d} * s{j}_{d}" for d in range(k) if not flags[d])
 
 
-def launch_args(layout: Layout, strides: np.ndarray, used: list) -> list:
-    """The scalar kernel arguments after the arrays and ``n`` (see ``cuda_source``)."""
+def launch_args(layout: Layout, used: list) -> list:
+    """The scalar kernel arguments after the arrays and ``n`` (see ``cuda_source``); ``used``
+    are the inputs the expression reads."""
     k = len(layout.dims)
+    strides = layout.strides()
     args = [np.int64(layout.dims[d]) for d in range(1, k)]
     if k > 1:
         args += [np.int64(strides[j, d]) for j in used for d in range(k)
@@ -331,7 +333,7 @@ class CudaKernel:
             name = kernel_name(self.expr, layout)
             kernel = self._raw[layout.key] = cp.RawKernel(
                 cuda_source(self.expr, layout, name), name, options=NVRTC_OPTIONS)
-        extra = launch_args(layout, layout.strides(shapes), _used_inputs(self.expr))
+        extra = launch_args(layout, _used_inputs(self.expr))
         grid = min((n + BLOCK - 1) // BLOCK, 65535)
         kernel((grid,), (BLOCK,), (*arrays, *outputs, np.int64(n), *extra))
         return tuple(outputs)

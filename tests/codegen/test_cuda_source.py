@@ -183,7 +183,7 @@ def run_raw(library, expr, arrays):
     layout = broadcast_layout(shapes, out_shape)
     outputs = [np.zeros(out_shape, d) for d in expr.output_dtypes]
     used = sorted({a[1] for n in expr.nodes for a in n["args"] if a[0] == "in"})
-    extra = cuda.launch_args(layout, layout.strides(shapes), used)
+    extra = cuda.launch_args(layout, used)
     call(library, cuda.kernel_name(expr, layout), arrays, outputs,
          [int(np.prod(out_shape))] + extra)
     return outputs
