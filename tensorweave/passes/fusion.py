@@ -44,7 +44,7 @@ __all__ = ["fusion", "MAX_FUSED_OPS", "MIN_FUSED_ELEMENTS", "EPILOGUE_HOSTS"]
 
 MAX_FUSED_OPS = 24
 # Below this many elements a fused call is not faster than its ops one by one (DESIGN.md).
-MIN_FUSED_ELEMENTS = 16384
+MIN_FUSED_ELEMENTS = 32768
 # Heavy ops whose result an elementwise group may finish in the same kernel.
 EPILOGUE_HOSTS = frozenset({"MatMul", "Conv2D"})
 

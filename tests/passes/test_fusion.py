@@ -354,12 +354,12 @@ def _session_run(graph, fetches, feeds, config):
 
 
 def test_a_session_fuses_by_default_and_not_when_disabled(graph):
-    x = tw.placeholder(tw.float32, [256, 128], name="x")
+    x = tw.placeholder(tw.float32, [512, 128], name="x")
     w = tw.placeholder(tw.float32, [128], name="w")
     h = tw.nn.relu(x * w + 1.0, name="h")
     loss = tw.reduce_mean(tw.square(h - x), name="loss")
     (gx,) = tw.gradients(loss, [x])
-    feeds = {x: floats(256, 128), w: floats(128, seed=1)}
+    feeds = {x: floats(512, 128), w: floats(128, seed=1)}
     fused, fused_stats = _session_run(graph, [h, loss, gx], feeds, tw.ConfigProto())
     plain, plain_stats = _session_run(graph, [h, loss, gx], feeds,
                                       tw.ConfigProto(disabled_passes=["fusion"]))
@@ -374,9 +374,9 @@ def test_a_session_fuses_by_default_and_not_when_disabled(graph):
 
 
 def test_a_session_dump_shows_what_each_fused_op_replaced(graph, tmp_path):
-    x = tw.placeholder(tw.float32, [256, 128], name="x")
+    x = tw.placeholder(tw.float32, [512, 128], name="x")
     y = tw.tanh(tw.exp(x, name="e"), name="t")
     with tw.Session(graph=graph, config=tw.ConfigProto(dump_dir=str(tmp_path))) as sess:
-        sess.run(y, {x: floats(256, 128)})
+        sess.run(y, {x: floats(512, 128)})
     (dump,) = [p for p in tmp_path.rglob("*fusion.txt")]
     assert "= Fused(" in dump.read_text() and "fused_ops=['Exp:e', 'Tanh:t']" in dump.read_text()
