@@ -349,7 +349,7 @@ def goal_lines(child) -> list:
     lines = []
     if ("arith", fused) in rows:
         ratio = rows["arith", fused].gbps() / limit
-        lines.append(f"arith at {_size(largest)}, {child['threads']} thread(s): {ratio:.0%} of "
+        lines.append(f"arith at {_size(largest)}, {child['threads']} thread(s): {ratio:.1%} of "
                      f"the measured bandwidth (goal >= {GOAL_ARITH_BANDWIDTH:.0%}): "
                      f"{'met' if ratio >= GOAL_ARITH_BANDWIDTH else 'NOT met'}")
     if ("trans", fused) in rows:
