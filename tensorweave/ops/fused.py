@@ -25,16 +25,22 @@ import threading
 import types
 
 from tensorweave import codegen
-from tensorweave.codegen.expr import FusedExpr
+from tensorweave.codegen.expr import FusedExpr, evaluate
 from tensorweave.graph import dtypes
 from tensorweave.graph.serialization import decode_attr
 from tensorweave.graph.shapes import TensorShape, broadcast_all
 from tensorweave.ops import registry
 from tensorweave.ops.registry import Cost, OpDef, register
 
-__all__ = ["FUSED_OP_TYPE", "expr_of", "heavy_inputs"]
+__all__ = ["FUSED_OP_TYPE", "MIN_FUSED_ELEMENTS", "expr_of", "heavy_inputs"]
 
 FUSED_OP_TYPE = "Fused"
+
+# Below this many elements a fused kernel costs more than its ops one by one (measured on the
+# development machine: DESIGN.md, "Kernel fusion"). The fusion pass does not fuse groups known
+# to be smaller; a fused op whose sizes were unknown then evaluates op by op when its arrays
+# turn out to be smaller, which is exactly what the unfused ops would have computed.
+MIN_FUSED_ELEMENTS = 32768
 
 
 @functools.lru_cache(maxsize=1024)
@@ -137,7 +143,10 @@ def _fused_kernel(attrs, xp):
     single = len(expr.outputs) == 1
     if expr.epilogue_of is None:
         def fused(*arrays):
-            outputs = compiled(*arrays)
+            if _small(arrays):
+                outputs = evaluate(expr, xp, *arrays)
+            else:
+                outputs = compiled(*arrays)
             return outputs[0] if single else outputs
         return fused
     epilogue = expr.epilogue_of
@@ -147,9 +156,21 @@ def _fused_kernel(attrs, xp):
 
     def fused_epilogue(*arrays):
         result = heavy(*arrays[:n])
-        outputs = compiled(result, *arrays[n:], donate=_donatable(result, arrays))
+        if getattr(result, "size", 0) < MIN_FUSED_ELEMENTS:
+            outputs = evaluate(expr, xp, result, *arrays[n:])
+        else:
+            outputs = compiled(result, *arrays[n:], donate=_donatable(result, arrays))
         return outputs[0] if single else outputs
     return fused_epilogue
+
+
+def _small(arrays) -> bool:
+    """Whether every array is below the break-even size (a broadcast output may be larger
+    than its inputs; then the op-by-op evaluation is merely slower, never wrong)."""
+    for a in arrays:
+        if getattr(a, "size", 1) >= MIN_FUSED_ELEMENTS:
+            return False
+    return True
 
 
 def _donatable(result, arrays) -> tuple:

@@ -21,6 +21,8 @@ bounded to the ops between them in graph order). A group holds at most ``max_ops
 Cost check: a group of one op is not fused (nothing to save), nor one whose largest tensor has
 fewer than ``min_elements`` elements when that is known statically — below it the fused call's
 fixed cost exceeds what the separate ufunc calls cost (measured: DESIGN.md, "Kernel fusion").
+Where a size is unknown (a batch dimension), the group is fused and the fused op itself checks
+at run time: below the same threshold it evaluates op by op.
 
 Values of group members used outside the group become extra outputs of the fused op. Scalar
 constants are inlined into the expression as typed constants. The fused ops replace their
@@ -44,7 +46,7 @@ __all__ = ["fusion", "MAX_FUSED_OPS", "MIN_FUSED_ELEMENTS", "EPILOGUE_HOSTS"]
 
 MAX_FUSED_OPS = 24
 # Below this many elements a fused call is not faster than its ops one by one (DESIGN.md).
-MIN_FUSED_ELEMENTS = 32768
+MIN_FUSED_ELEMENTS = fused_ops.MIN_FUSED_ELEMENTS
 # Heavy ops whose result an elementwise group may finish in the same kernel.
 EPILOGUE_HOSTS = frozenset({"MatMul", "Conv2D"})
 

@@ -7,15 +7,23 @@ import numpy as np
 import pytest
 
 import tensorweave as tw
+from tensorweave.codegen.expr import evaluate as evaluate_expr
 from tensorweave.executor import reference
 from tensorweave.graph import serialization
 from tensorweave.graph.printer import format_graph
+from tensorweave.ops import fused as fused_ops_module
 from tensorweave.ops.fused import expr_of
 from tensorweave.passes.fusion import MIN_FUSED_ELEMENTS, fusion
 from tests.passes.passtest import run, step_graph
 
 # Unit tests use small tensors: the size threshold of the cost check is tested on its own.
 fuse = functools.partial(fusion, min_elements=0)
+
+
+@pytest.fixture(autouse=True)
+def fused_kernels_at_every_size(monkeypatch):
+    """Fused ops run their kernels even on arrays below the break-even size."""
+    monkeypatch.setattr(fused_ops_module, "MIN_FUSED_ELEMENTS", 0)
 
 
 def fused_summary(graph) -> list:
@@ -320,6 +328,21 @@ def test_small_tensors_are_not_fused_but_large_and_unknown_ones_are(graph):
     result = run(fusion, step_graph(outs, [small, large, loose]))
     assert [c.split(": ", 2)[2] for c in result.changes] == ["Tanh:Tanh_1, Exp:Exp_1",
                                                              "Tanh:Tanh_2, Exp:Exp_2"]
+
+
+def test_fused_ops_below_the_break_even_size_at_run_time_evaluate_op_by_op(graph, monkeypatch):
+    x = tw.placeholder(tw.float32, [None, 4], name="x")
+    y = tw.nn.sigmoid(tw.square(x) - 1.0)
+    step = step_graph([y], [x])
+    fused_graph = run(fusion, step).graph  # the batch size is unknown: fused
+    assert [op.type for op in fused_graph.get_operations()].count("Fused") == 1
+    calls = []
+    monkeypatch.setattr(fused_ops_module, "MIN_FUSED_ELEMENTS", 64)
+    monkeypatch.setattr(fused_ops_module, "evaluate",
+                        lambda *args: calls.append(1) or evaluate_expr(*args))
+    for rows in (2, 100):  # 8 elements: op by op; 400: the compiled kernel
+        assert_same_results(step, fused_graph, [floats(rows, 4)])
+    assert calls == [1]
 
 
 # -- round trips -----------------------------------------------------------------------------------

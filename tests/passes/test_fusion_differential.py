@@ -34,6 +34,12 @@ _SETTINGS = settings(max_examples=40, deadline=None,
 REORDERING = {"Sum", "Mean", "Prod"}  # fused reductions that add chunk results in a new order
 
 
+@pytest.fixture(autouse=True)
+def fused_kernels_at_every_size(monkeypatch):
+    """Fused ops run their kernels even on arrays below the break-even size."""
+    monkeypatch.setattr(fused_ops, "MIN_FUSED_ELEMENTS", 0)
+
+
 @pytest.fixture
 def small_chunks(monkeypatch):
     """Kernels compiled in the test cut their work into chunks of 256 elements."""
