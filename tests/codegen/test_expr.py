@@ -205,7 +205,7 @@ def test_reduce_rule_is_bitwise_the_op_kernel(op_type, dtype):
 
 
 # -- templates --------------------------------------------------------------------------------
-_SAMPLE = np.array([-2.5, -1.0, -0.25, 0.0, 0.5, 1.0, 3.0, 7.0, np.nan], np.float64)
+_SAMPLE = np.array([-2.5, -1.0, -0.25, 0.0, -0.0, 0.5, 1.0, 3.0, 7.0, np.nan], np.float64)
 
 
 def _template_args(op_type, dtype):
@@ -213,12 +213,12 @@ def _template_args(op_type, dtype):
     rule = ELEMENTWISE[op_type]
     arity = rule.arity or 3
     if op_type == "SelectV2":
-        cond = np.array([True, False] * 4 + [True])
+        cond = np.array([True, False] * 5)
         return [cond, _SAMPLE.astype(dtype), _SAMPLE[::-1].astype(dtype)], ["bool", dtype, dtype]
     base = np.abs(_SAMPLE) + 0.5 if op_type in _POSITIVE else _SAMPLE
     args = [base.astype(dtype)] + [np.roll(base, k + 1).astype(dtype) for k in range(arity - 1)]
     if op_type == "ClipByValue":
-        args[1], args[2] = np.full(9, -1.0, dtype), np.full(9, 2.0, dtype)
+        args[1], args[2] = np.full(len(_SAMPLE), -1.0, dtype), np.full(len(_SAMPLE), 2.0, dtype)
     return args, [dtype] * arity
 
 
@@ -229,6 +229,15 @@ def _template_rules(dtype):
         args, arg_dtypes = _template_args(op_type, dtype)
         if rule.accepts(arg_dtypes, {}):
             yield op_type, args, arg_dtypes
+
+
+def _assert_same_values(got, expected, message):
+    """Equal within 2e-6, NaN where NaN, and zeros of the same sign (numpy's abs(-0.0) is
+    +0.0, and a later division tells the two apart)."""
+    np.testing.assert_allclose(got, expected, rtol=2e-6, equal_nan=True, err_msg=message)
+    zeros = (np.asarray(expected) == 0)
+    np.testing.assert_array_equal(np.signbit(got[zeros]), np.signbit(np.asarray(expected)[zeros]),
+                                  err_msg=f"{message}: sign of zero")
 
 
 def _expected(op_type, args, arg_dtypes):
@@ -246,8 +255,7 @@ def test_python_templates_compute_what_numpy_computes(dtype):
         fn = eval(f"lambda {', '.join(names[:len(args)])}: {source}", {"np": np})
         with np.errstate(all="ignore"):
             got = np.array([fn(*(a[i] for a in args)) for i in range(len(_SAMPLE))], out_dtype)
-        np.testing.assert_allclose(got, expected, rtol=2e-6, equal_nan=True,
-                                   err_msg=f"{op_type}: {source}")
+        _assert_same_values(got, expected, f"{op_type}: {source}")
 
 
 @pytest.mark.skipif(shutil.which("gcc") is None, reason="no C compiler")
@@ -281,4 +289,4 @@ def test_c_templates_compute_what_numpy_computes(dtype, tmp_path):
     for n, (op_type, args, arg_dtypes) in enumerate(rows):
         expected, out_dtype = _expected(op_type, args, arg_dtypes)
         got = np.array(values[n * len(_SAMPLE):(n + 1) * len(_SAMPLE)], out_dtype)
-        np.testing.assert_allclose(got, expected, rtol=2e-6, equal_nan=True, err_msg=op_type)
+        _assert_same_values(got, expected, op_type)
