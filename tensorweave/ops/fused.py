@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import functools
 import sys
-import threading
 import types
 
 from tensorweave import codegen
@@ -121,25 +120,11 @@ def _reduced(shape: TensorShape, reduce: dict) -> TensorShape:
 
 
 # -- kernel ----------------------------------------------------------------------------------------
-_COMPILED: dict = {}
-_COMPILED_LOCK = threading.Lock()
-
-
-def _compiled(expr_text: str, xp):
-    """One compiled kernel per (expression, array module); its plans cover the shapes."""
-    key = (expr_text, xp.__name__)
-    kernel = _COMPILED.get(key)
-    if kernel is None:
-        kernel = codegen.compile_expr(_parse(expr_text), xp)
-        with _COMPILED_LOCK:
-            kernel = _COMPILED.setdefault(key, kernel)
-    return kernel
-
-
 def _fused_kernel(attrs, xp):
-    text = attrs["expr"]
-    expr = _parse(text)
-    compiled = _compiled(text, xp)
+    expr = _parse(attrs["expr"])
+    # One kernel per op instance: its plans and the outputs it keeps for reuse live as long as
+    # the compiled step that holds it (compiled machine code is cached by the backends).
+    compiled = codegen.compile_expr(expr, xp)
     single = len(expr.outputs) == 1
     if expr.epilogue_of is None:
         def fused(*arrays):

@@ -44,7 +44,6 @@ def fused_kernels_at_every_size(monkeypatch):
 def small_chunks(monkeypatch):
     """Kernels compiled in the test cut their work into chunks of 256 elements."""
     monkeypatch.setattr(cpu_numpy, "CHUNK_ELEMENTS", 256)
-    monkeypatch.setattr(fused_ops, "_COMPILED", {})
     monkeypatch.setenv("TENSORWEAVE_CPU_BACKEND", "numpy")
 
 
