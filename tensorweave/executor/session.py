@@ -11,6 +11,7 @@ from __future__ import annotations
 import concurrent.futures as cf
 import itertools
 import os
+import sys
 
 import numpy as np
 
@@ -21,6 +22,8 @@ from tensorweave.executor.context import StepContext, VariableStore
 from tensorweave.executor.fetches import FetchStructure, resolve, structure_key
 from tensorweave.graph import core
 from tensorweave.graph.core import Tensor
+from tensorweave.placement.api import plan as placement_plan
+from tensorweave.placement.devices import Cluster
 
 
 class Session:
@@ -75,7 +78,28 @@ class Session:
             checks.append(FeedCheck(tensor))
         step = CompiledStep(self.graph, structure.tensors, feeds, structure.targets, self.config,
                             self._thread_pool)
+        self._log_placement(fetches, feed_dict)
         return structure, step, checks
+
+    # -- placement --------------------------------------------------------------------------
+    def placement_plan(self, fetches=None, feed_dict=None):
+        """Where the ops ``run(fetches, feed_dict)`` needs (all of the graph when ``fetches``
+        is None) would run on this session's devices (``Cluster.local(config)``, so
+        ``device_count`` counts), with ``config.placement_strategy`` and
+        ``config.allow_soft_placement``: a ``tw.placement.Plan``.
+
+        >>> print(sess.placement_plan(train_op).summary())
+        """
+        return placement_plan(self.graph, Cluster.local(self.config),
+                              strategy=self.config.placement_strategy, fetches=fetches,
+                              feed_dict=feed_dict,
+                              allow_soft_placement=self.config.allow_soft_placement)
+
+    def _log_placement(self, fetches, feed_dict):
+        """``ConfigProto(log_device_placement=True)``: print the plan's table to stderr, once
+        per compiled step (TF1 printed a line per op, every time)."""
+        if self.config.log_device_placement:
+            print(self.placement_plan(fetches, feed_dict).summary(), file=sys.stderr)
 
     def _thread_pool(self):
         if self._pool is None:

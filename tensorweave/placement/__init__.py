@@ -11,3 +11,9 @@ from tensorweave.placement.cost_model import CostModel, calibrate  # noqa: F401
 from tensorweave.placement.devices import (CPU_PROFILE, DEFAULT_PROFILES,  # noqa: F401
                                            GPU_PROFILE, Cluster, Device, DeviceNotFoundError,
                                            DeviceProfile, Link, LinkProfiles)
+from tensorweave.placement.plan import CutEdge, DeviceUsage, OpPlacement, Plan  # noqa: F401
+from tensorweave.placement.simulator import SimResult, simulate  # noqa: F401
+from tensorweave.placement.strategies import (STRATEGIES, Placement,  # noqa: F401
+                                              PlacementProblem, register_strategy)
+# Last: the function ``plan`` replaces the module of that name as the package's attribute.
+from tensorweave.placement.api import plan  # noqa: F401,E402
