@@ -111,14 +111,21 @@ def _flatten(fetches) -> list:
 
 
 def _as_element(graph, fetch):
+    """The Tensor or Operation a fetch (a Tensor, Operation, Variable or name) stands for."""
+    if hasattr(fetch, "_as_graph_element"):
+        fetch = fetch._as_graph_element()
     if isinstance(fetch, (Tensor, Operation)):
         if fetch.graph is not graph:
             raise ValueError(f"fetch {fetch.name!r} belongs to another graph")
         return fetch
     if isinstance(fetch, str):
-        return graph.as_graph_element(fetch)
+        try:
+            return graph.as_graph_element(fetch)
+        except KeyError as e:
+            raise KeyError(f"{fetch!r} names nothing in the graph "
+                           f"({e.args[0] if e.args else e})") from None
     raise TypeError(f"cannot plan for a fetch of type {type(fetch).__name__}: give tensors, "
-                    f"operations or their names")
+                    f"operations, variables or their names")
 
 
 def _as_tensor(graph, key, what) -> Tensor:

@@ -144,8 +144,18 @@ class PlacementProblem:
                 self.latency[a][b] = latency
                 self.inv_bandwidth[a][b] = (transfer_time(probe, src, dst) - latency) / probe
                 pairs += 1
+        off_diagonal = [(a, b) for a in range(n) for b in range(n) if a != b]
+        self.min_latency = min((self.latency[a][b] for a, b in off_diagonal), default=0.0)
+        self.min_inv_bandwidth = min((self.inv_bandwidth[a][b] for a, b in off_diagonal),
+                                     default=0.0)
         self.mean_latency = sum(map(sum, self.latency)) / pairs if pairs else 0.0
         self.mean_inv_bandwidth = sum(map(sum, self.inv_bandwidth)) / pairs if pairs else 0.0
+
+    def cheapest_transfer(self, nbytes) -> float:
+        """A lower bound on moving ``nbytes`` between any two devices (inf with one device)."""
+        if len(self.devices) < 2:
+            return math.inf
+        return self.min_latency + nbytes * self.min_inv_bandwidth
 
     def transfer(self, nbytes, src, dst) -> float:
         """Seconds to move ``nbytes`` from device ``src`` to ``dst`` (indices)."""
@@ -291,18 +301,28 @@ class _ListScheduler:
     def _holdable(self) -> list:
         """Per op: whether its group may be held (see the module docstring).
 
-        A group may be held when every op of it reads only ops of the group or of *constant*
-        groups: held groups of stateless ops (a Fill of two Consts). Placeholders and
-        variables are held themselves but are not constant, so their readers are placed on
-        their own. Found as the greatest fixpoint, knocking out groups until nothing changes."""
+        A group may be held when every op of it reads only ops of the group (a constant, a
+        variable with its reads, a placeholder) or — when running the group costs less than
+        moving its outputs anywhere — of *constant* groups: held groups of stateless ops (a Fill
+        of two Consts). Placeholders and variables are held but are not constant, so their
+        readers are placed on their own. Found as the greatest fixpoint: knock out groups
+        until nothing changes."""
         p = self.p
         graph, group = p.graph, p.group
         n_groups = len(p.groups)
         holdable = [True] * n_groups
         constant = [True] * n_groups
+        work = [0.0] * n_groups
         for i, op in enumerate(graph.ops):
+            g = group[i]
+            work[g] += min(p.time[i])
             if _is_stateful(op):
-                constant[group[i]] = False
+                constant[g] = False
+        for i, preds in enumerate(graph.preds):
+            g = group[i]
+            if any(group[j] != g for j in preds) and work[g] > p.cheapest_transfer(
+                    p.group_memory[g]):
+                holdable[g] = constant[g] = False
         changed = True
         while changed:
             changed = False
@@ -356,7 +376,8 @@ class _ListScheduler:
                 if pending[s] == 0:
                     heapq.heappush(ready, (-rank[s], names[s], s))
         for g in sorted(self.held, key=lambda g: p.groups[g].name):
-            self._place_unread_group(g)
+            if g in self.held:  # not placed meanwhile as a held input of another group
+                self._place_unread_group(g)
         devices = [p.devices[d] for d in self.op_device]
         return Placement(self.name, devices, self.anchors, self.notes, self.critical_groups)
 
@@ -418,8 +439,9 @@ class _ListScheduler:
         held = self._held_pred_groups(i)
         candidates = []
         for d in p.feasible[g]:
-            needed = p.group_memory[g] + sum(p.group_memory[h] for h in held
-                                             if d in p.feasible[h])
+            needed = p.group_memory[g]
+            if held:
+                needed += sum(p.group_memory[h] for h in held if d in p.feasible[h])
             fits = self.memory[d] + needed <= p.capacity[d]
             score = self._estimate_finish(i, d)
             if home >= 0 and d != home:
@@ -468,25 +490,28 @@ class _ListScheduler:
         held_here = 0.0
         counted = set()
         own = p.group[i]
-        op_device, finish = self.op_device, self.finish
-        link_free = {}  # source device -> when its link to d is free, with this op's inputs
+        op_device, finish, arrival = self.op_device, self.finish, self.arrival
+        latency, inv_bandwidth, link_free = p.latency, p.inv_bandwidth, self.link_free
+        queued = {}  # source device -> when its link to d frees up, with this op's inputs
         for j, tid in p.graph.inputs[i]:
-            nbytes = p.tensor_bytes[tid]
             src = op_device[j]
-            h = p.group[j]
-            if src >= 0:
-                t = finish[j] if src == d else self.arrival.get((tid, d))
+            if src == d:
+                t = finish[j]
+            elif src >= 0:
+                t = arrival.get((tid, d))
                 if t is None:
-                    start = max(finish[j], link_free.get(src, self.link_free[src][d]))
-                    t = link_free[src] = start + p.transfer(nbytes, src, d)
-            elif h == own or d in p.feasible[h]:
-                if h not in counted:
-                    counted.add(h)
-                    held_here += self._held_time(h, d)
-                continue
+                    start = max(finish[j], queued.get(src, link_free[src][d]))
+                    t = queued[src] = (start + latency[src][d]
+                                       + p.tensor_bytes[tid] * inv_bandwidth[src][d])
             else:
+                h = p.group[j]
+                if h == own or d in p.feasible[h]:
+                    if h not in counted:
+                        counted.add(h)
+                        held_here += self._held_time(h, d)
+                    continue
                 e, done = self._best_held_device(h)
-                t = done + p.transfer(nbytes, e, d)
+                t = done + p.transfer(p.tensor_bytes[tid], e, d)
             if t > ready:
                 ready = t
         for j in p.graph.controls[i]:
