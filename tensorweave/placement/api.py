@@ -24,7 +24,8 @@ from tensorweave.placement.constraints import build_constraints
 from tensorweave.placement.cost_model import CostModel
 from tensorweave.placement.devices import Cluster
 from tensorweave.placement.plan import Plan, build_plan
-from tensorweave.placement.strategies import PlacementProblem, get_strategy
+from tensorweave.placement.problem import PlacementProblem
+from tensorweave.placement.strategies import get_strategy
 
 
 def plan(graph=None, cluster=None, strategy: str = "default", fetches=None, feed_dict=None,

@@ -5,7 +5,8 @@ import time
 import pytest
 
 import tensorweave as tw
-from tensorweave.placement.strategies import STRATEGIES, _Timeline
+from tensorweave.placement.list_scheduling import Timeline
+from tensorweave.placement.strategies import STRATEGIES
 from tests.placement.fixed_cost import MS, FixedCost, gpu_cluster
 
 CLUSTER = gpu_cluster(2)                          # 1,000 bytes take 1 ms between the GPUs
@@ -137,7 +138,7 @@ def test_a_group_no_device_has_room_for_goes_where_most_is_left_with_a_note(grap
 
 
 def test_insertion_fills_an_idle_gap_and_plain_list_scheduling_does_not():
-    timeline = _Timeline()
+    timeline = Timeline()
     timeline.add(0.0, 1.0)
     timeline.add(3.0, 4.0)
     assert timeline.earliest(0.5, 1.5, insertion=True) == 1.0     # fits in the 1..3 gap
