@@ -247,13 +247,19 @@ class Graph:
         op.device = device
         if self._colocation_stack:
             groups: list[str] = []
+            inherited = ""
             for target in self._colocation_stack:
                 for g in target.colocation_groups():
                     if g not in groups:
                         groups.append(g)
                 if target.device:
-                    op.device = target.device
+                    inherited = target.device
             op.attrs["_class"] = sorted(groups)
+            # colocate_with clears the enclosing device scopes, so a device set here was
+            # requested inside the colocation scope: it stays the op's own pin, and placement
+            # reports it when it conflicts with the group's, instead of it being lost here.
+            if not op.device:
+                op.device = inherited
 
     def unique_name(self, name: str, mark_as_used: bool = True, internal: bool = False) -> str:
         """``name`` under the current name scope, with ``_1``, ``_2``... if already used."""

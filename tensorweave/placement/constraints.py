@@ -249,7 +249,7 @@ def _constraint_chain(group, cluster, kernels, cost_model) -> list:
     for op, requested, where in group.pinned_by:
         spec = DeviceSpec.from_string(requested)
         left = [d for d in remaining if spec.matches(d.spec)]
-        text = f"{_op_words(op)} requests {requested} at {where}"
+        text = f"{_op_words(op)} requests {requested} at {where}{_colocated_words(op, group)}"
         steps.append(_Step("pin", op, text, left, where))
         remaining = left
         if not remaining:
@@ -271,6 +271,17 @@ def _constraint_chain(group, cluster, kernels, cost_model) -> list:
             f"{_largest_outputs(group, cost_model)}")
     steps.append(_Step("memory", None, text, left))
     return _narrowing(steps, cluster)
+
+
+def _colocated_words(op, group) -> str:
+    """How ``op`` joined the group, when its ``colocate_with`` names another member: the scope
+    that ties its own pin to the others'."""
+    members = {member.name for member in group.ops}
+    for entry in op.attrs.get("_class", ()):
+        name = entry[len("loc:@"):] if entry.startswith("loc:@") else entry
+        if name != op.name and name in members:
+            return f" (created under colocate_with({name!r}))"
+    return ""
 
 
 def _narrowing(steps, cluster) -> list:

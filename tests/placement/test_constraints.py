@@ -144,6 +144,68 @@ def test_pin_conflict_inside_a_colocation_group_names_both_pins(graph):
     assert len(info.value.chain) == 2
 
 
+def test_a_pin_inside_colocate_with_is_kept_and_a_conflicting_one_is_an_error(graph):
+    with tw.device("/cpu:0"):
+        W = tw.Variable(tw.zeros([4]), name="W")
+    with tw.device("/gpu:0"):       # enclosing scopes yield to the colocation, as in TF1
+        with tw.colocate_with(W.op):
+            inherits = tw.identity(W, name="inherits")
+            with tw.device("/gpu:1"):
+                read = tw.identity(W, name="read")
+    assert inherits.op.device == "/device:CPU:0"
+    assert read.op.device == "/device:GPU:1"  # its own request, not silently replaced
+    with pytest.raises(tw.errors.PlacementError) as info:
+        place(graph)
+    message = str(info.value)
+    assert "Cannot place the colocation group of 'W' (W, W/Assign, W/read, inherits, read)" \
+        in message
+    assert f"'W' (VariableV2) requests /device:CPU:0 at {W.op.location_str()} -> " in message
+    assert (f"'read' (Identity) requests /device:GPU:1 at {read.op.location_str()} (created "
+            f"under colocate_with('W')) -> no device left") in message
+    assert (f"remove the pin at {read.op.location_str()} or at {W.op.location_str()}, "
+            f"or enable allow_soft_placement") in message
+    assert info.value.op is read.op
+    assert len(info.value.chain) == 2
+
+
+def test_a_conflicting_pin_inside_colocate_with_is_relaxed_under_soft_placement(graph):
+    with tw.device("/gpu:1"):
+        a = tw.constant(1.0, name="a")
+    with tw.colocate_with(a):
+        with tw.device("/cpu:0"):
+            b = tw.negative(a, name="b")
+    constraints = place(graph, allow_soft_placement=True)
+    group = constraints.group_of(b.op)
+    assert group.ops == [a.op, b.op]
+    assert names(group.feasible) == ["/device:GPU:1"]
+    [(op, requested, why)] = group.relaxed
+    assert (op, requested) == (b.op, "/device:CPU:0")
+    assert why == (f"conflicts with the pin /device:GPU:1 of 'a' (Const) at "
+                   f"{a.op.location_str()} (same colocation group); pin dropped")
+    plan = tw.placement.plan(graph, LOCAL, allow_soft_placement=True, fetches=[b])
+    assert plan.device_of("b") == plan.device_of("a")
+    assert plan["b"].reason.startswith("soft placement from /device:CPU:0: conflicts with")
+
+
+@pytest.mark.parametrize("target_pin, inner_pin, expected", [
+    ("/gpu:1", "/device:GPU:*", ["/device:GPU:1"]),     # compatible: narrower wins
+    ("/gpu:1", "/gpu:1", ["/device:GPU:1"]),            # the same device
+    (None, "/gpu:1", ["/device:GPU:1"]),                # the unpinned target follows
+    ("/device:GPU:*", "/gpu:0", ["/device:GPU:0"]),
+])
+def test_compatible_pins_inside_colocate_with_narrow_the_group(graph, target_pin, inner_pin,
+                                                                expected):
+    with tw.device(target_pin):
+        a = tw.constant(1.0, name="a")
+    with tw.colocate_with(a):
+        with tw.device(inner_pin):
+            b = tw.negative(a, name="b")
+    constraints = place(graph)
+    assert names(constraints.feasible(a.op)) == expected
+    assert constraints.group_of(a.op) is constraints.group_of(b.op)
+    assert constraints.relaxations == []
+
+
 def test_no_kernel_for_the_pinned_device_type(graph):
     W = tw.Variable(tw.zeros([2]), name="W")
     with tw.device("/gpu:1"):
