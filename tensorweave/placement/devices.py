@@ -313,8 +313,8 @@ class Cluster:
             try:
                 import yaml
             except ImportError:
-                raise ImportError(f"reading the YAML cluster file {path} needs PyYAML "
-                                  f"(pip install pyyaml), or write it as JSON") from None
+                raise ImportError(f"reading the YAML cluster file {path} needs PyYAML (pip "
+                                  f"install 'tensorweave[yaml]'), or write it as JSON") from None
             data = yaml.safe_load(text)
         else:
             try:

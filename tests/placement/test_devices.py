@@ -167,7 +167,8 @@ def test_yaml_without_pyyaml_is_a_clear_error(tmp_path, monkeypatch):
     path = tmp_path / "c.yml"
     path.write_text("jobs: {w: {tasks: 1}}\n")
     monkeypatch.setitem(sys.modules, "yaml", None)
-    with pytest.raises(ImportError, match="needs PyYAML.*or write it as JSON"):
+    with pytest.raises(ImportError, match=r"needs PyYAML \(pip install 'tensorweave\[yaml\]'\), "
+                                          r"or write it as JSON"):
         Cluster.from_file(path)
 
 
