@@ -13,6 +13,11 @@ tensor takes to cross a link.
   3. a dim still unknown is the *batch size* when it is dim 0 (the most common leading dim of
      the fed shapes), else ``default_dim``; an unknown rank is a vector of ``default_dim``.
 
+* **Pass-through ops** (``PASS_THROUGH_OPS``: a constant, a fed value, a variable's buffer, an
+  identity, a step argument or result, a no-op) hand a pointer on: no kernel runs and no bytes
+  move, so they cost no flops or bytes and take only the executor's dispatch,
+  ``min(launch_overhead, PASS_THROUGH_OVERHEAD)`` — not a kernel launch, and not the roofline
+  of their output size (which made reading a 32 MB weight look like a 70 us copy).
 * **Transfer time** = the link's latency + bytes / its bandwidth (zero on the same device).
 * **Calibration** (``calibrate()``) replaces a device type's peak flop/s, bandwidth and launch
   overhead with values measured on this machine. Measured CPU numbers describe the whole host,
@@ -37,6 +42,28 @@ from tensorweave.ops.registry import Cost, default_cost
 from tensorweave.placement.devices import Cluster, Device, DeviceProfile
 
 
+# Op types whose kernel hands on a pointer (the stored constant, the fed value, the variable's
+# buffer, its input) or does nothing. What an op costs belongs with its OpDef; these types have
+# no cost rule there, and the default rule (read the inputs, write the outputs) overstates them.
+PASS_THROUGH_OPS = frozenset({
+    "Const", "Placeholder", "PlaceholderWithDefault", "VariableV2", "Identity", "StopGradient",
+    "_Arg", "_Retval", "_Targets", "NoOp",
+})
+
+# Seconds of executor bookkeeping for an op that launches no kernel: what calibrate() measured
+# per op of a Session step on the development machine (~1 us). A device whose whole launch
+# overhead is smaller pays that instead.
+PASS_THROUGH_OVERHEAD = 1e-6
+
+
+def _no_traffic(op) -> Cost:
+    return Cost(0.0, 0.0, 0.0)
+
+
+# Cost rules the cost model applies before the OpDef's own (a default rule plus overrides).
+COST_RULES = {op_type: _no_traffic for op_type in PASS_THROUGH_OPS}
+
+
 class CostModel:
     """Estimated op times, output bytes and transfer times on one cluster."""
 
@@ -55,8 +82,11 @@ class CostModel:
 
     # -- the contract -------------------------------------------------------------------------
     def op_time(self, op, device: Device) -> float:
-        """Seconds ``op`` takes on ``device`` (roofline + launch overhead)."""
+        """Seconds ``op`` takes on ``device`` (roofline + launch overhead; a pass-through op
+        only its dispatch)."""
         profile = self.profile(device)
+        if op.type in PASS_THROUGH_OPS:
+            return min(profile.launch_overhead, PASS_THROUGH_OVERHEAD)
         cost = self.op_cost(op)
         compute = cost.flops / profile.peak_flops if profile.peak_flops > 0 else 0.0
         traffic = cost.bytes_read + cost.bytes_written
@@ -105,7 +135,8 @@ class CostModel:
                             [_ResolvedTensor(t, self._resolved_tensor_shape(t))
                              for t in op.outputs])
         op_def = registry.lookup(op.type)
-        rule = (op_def.cost if op_def is not None else None) or default_cost
+        rule = (COST_RULES.get(op.type) or (op_def.cost if op_def is not None else None)
+                or default_cost)
         try:
             return rule(proxy)
         except Exception:  # a cost rule that trips on an odd shape falls back to the default

@@ -120,6 +120,65 @@ def test_ops_without_cost_rules_or_opdefs_use_the_default_rule(graph):
     assert model.op_cost(b.op) == registry.default_cost(b.op)
 
 
+N = 1 << 22  # elements: 16 MiB of float32, so any byte traffic would show in the time
+PASS_THROUGH_BUILDERS = {
+    "Const": lambda x: tw.constant(np.zeros(N, np.float32)).op,
+    "Placeholder": lambda x: x.op,
+    "PlaceholderWithDefault": lambda x: tw.placeholder_with_default(x, [N]).op,
+    "VariableV2": lambda x: tw.Variable(tw.zeros([N])).op,
+    "Identity": lambda x: tw.identity(x).op,
+    "StopGradient": lambda x: tw.stop_gradient(x).op,
+    "_Arg": lambda x: registry.apply_op("_Arg", [], {"index": 0, "dtype": tw.float32,
+                                                     "shape": tw.TensorShape([N])}),
+    "_Retval": lambda x: registry.apply_op("_Retval", [x], {"index": 0}),
+    "_Targets": lambda x: registry.apply_op("_Targets", [], {}),
+    "NoOp": lambda x: tw.no_op(),
+}
+
+
+def test_every_pass_through_op_type_is_registered_and_tested():
+    assert set(PASS_THROUGH_BUILDERS) == cost_module.PASS_THROUGH_OPS
+    assert all(registry.lookup(t) is not None for t in cost_module.PASS_THROUGH_OPS)
+
+
+@pytest.mark.parametrize("op_type", sorted(PASS_THROUGH_BUILDERS))
+def test_pass_through_ops_move_no_bytes_and_cost_only_their_dispatch(graph, op_type):
+    x = tw.placeholder(tw.float32, [N], name="x")
+    op = PASS_THROUGH_BUILDERS[op_type](x)
+    assert op.type == op_type
+    model = CostModel(CLUSTER)
+    assert model.op_cost(op) == registry.Cost(0.0, 0.0, 0.0)
+    # A GPU launches no kernel for it: the executor's dispatch, not the 10 us launch.
+    assert model.op_time(op, GPU0) == cost_module.PASS_THROUGH_OVERHEAD
+    assert model.op_time(op, GPU0) < GPU0.profile.launch_overhead
+    assert model.op_time(op, CPU0) == min(1e-6, cost_module.PASS_THROUGH_OVERHEAD)
+    # Its outputs still occupy memory.
+    assert model.op_memory(op) == sum(N * 4 for _ in op.outputs)
+
+
+def test_a_device_with_a_smaller_launch_overhead_pays_that_for_pass_through_ops(graph):
+    x = tw.placeholder(tw.float32, [N], name="x")
+    read = tw.identity(x)
+    fast = Cluster.from_dict({"profiles": {"F": {"device_type": "CPU", "launch_overhead": 2e-7}},
+                              "jobs": {"j": {"devices": {"CPU": {"count": 1, "profile": "F"}}}}})
+    assert CostModel(fast).op_time(read.op, fast.devices[0]) == 2e-7
+
+
+def test_pass_through_time_does_not_grow_with_size_unlike_a_copying_op(graph):
+    small, big = (tw.placeholder(tw.float32, [n], name=f"x{n}") for n in (4, N))
+    model = CostModel(CLUSTER)
+    assert model.op_time(tw.identity(big).op, GPU0) == model.op_time(tw.identity(small).op, GPU0)
+    assert model.op_time(tw.negative(big).op, GPU0) > model.op_time(tw.negative(small).op, GPU0)
+
+
+def test_a_chain_of_reads_simulates_at_dispatch_cost(graph):
+    W = tw.Variable(tw.zeros([N]), name="W")
+    y = tw.identity(tw.identity(W, name="a"), name="b")
+    plan = tw.placement.plan(graph, CLUSTER, strategy="default", fetches=[y])
+    # VariableV2, W/read, a, b on the GPU: four dispatches, no copies
+    assert plan.step_time == pytest.approx(4 * cost_module.PASS_THROUGH_OVERHEAD)
+
+
 def test_deep_chains_resolve_without_recursion(graph):
     x = tw.placeholder(tw.float32, [None], name="x")
     y = x
