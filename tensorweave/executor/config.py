@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import dataclasses
 
+from tensorweave.ops.transfer import RECV_TYPE, SEND_TYPE, key_prefix
+
 
 @dataclasses.dataclass
 class ConfigProto:
@@ -53,11 +55,16 @@ class RunOptions:
 
 @dataclasses.dataclass
 class NodeStats:
-    """Timing of one op in one step (microseconds since the step started)."""
+    """Timing of one op in one step (microseconds since the step started).
+
+    ``transfer`` is the rendezvous key (without the step id) of a ``_Send`` or ``_Recv``: the
+    same for both ends of a pair, so a trace can draw the arrow between them. A ``_Recv`` run
+    by the dataflow runner spans from when the value was asked for to when it arrived."""
 
     node_name: str
     op_type: str
     device: str
+    transfer: str
     start_us: float
     end_us: float
     thread: int = 0
@@ -67,13 +74,30 @@ class NodeStats:
         return self.end_us - self.start_us
 
 
+def stats_label(op) -> tuple:
+    """(name, type, device, transfer key) of ``op`` for its NodeStats."""
+    prefix = key_prefix(op.attrs) if op.type in (SEND_TYPE, RECV_TYPE) else ""
+    return (op.name, op.type, op.device, prefix)
+
+
 @dataclasses.dataclass
 class RunMetadata:
-    """Filled by ``Session.run(..., run_metadata=md)``: ``step_stats`` per op, per device."""
+    """Filled by ``Session.run(..., run_metadata=md)``: ``step_stats`` per op, per device.
+
+    ``partitions`` is the step's ``Partitioning`` when it ran on several devices (else None).
+    """
 
     step_stats: list = dataclasses.field(default_factory=list)
     step_id: int = 0
     wall_start: float = 0.0
+    partitions: object = None
 
     def devices(self) -> list:
         return sorted({s.device for s in self.step_stats})
+
+    def stats_by_device(self) -> dict:
+        """Device name -> its NodeStats in start order."""
+        by_device: dict = {}
+        for s in self.step_stats:
+            by_device.setdefault(s.device, []).append(s)
+        return by_device

@@ -68,13 +68,14 @@ class VariableStore:
 class StepContext:
     """What a stateful kernel may touch during one step."""
 
-    __slots__ = ("store", "updates", "step_id", "op")
+    __slots__ = ("store", "updates", "step_id", "op", "rendezvous")
 
     def __init__(self, store: VariableStore, step_id: int):
         self.store = store
         self.updates: dict[str, np.ndarray] = {}
         self.step_id = step_id
         self.op = None
+        self.rendezvous = None  # a multi-device step's Rendezvous (set while it runs)
 
     def read_variable(self, name: str, op=None):
         value = self.updates.get(name)

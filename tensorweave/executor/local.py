@@ -22,8 +22,9 @@ import time
 
 import numpy as np
 
-from tensorweave.executor.config import NodeStats
+from tensorweave.executor.config import NodeStats, stats_label
 from tensorweave.ops import registry
+from tensorweave.ops.transfer import RECV_TYPE
 
 _INLINE_FLOPS = 1 << 16
 
@@ -44,6 +45,8 @@ class DataflowProgram:
                 readers[slot] = readers.get(slot, 0) + 1
         self._readers0 = readers
         self._inline = [_is_cheap(node.op) for node in nodes]
+        # Receives wait on a rendezvous future instead of a thread (pool threads never block).
+        self._recv = [node.op.type == RECV_TYPE for node in nodes]
 
     def run(self, ctx, feed_values, stats=None, t0=0.0):
         s = self.schedule
@@ -57,16 +60,25 @@ class DataflowProgram:
         keep = set(s.fetch_slots) | set(s.constants)
         ready = [n.index for n in s.nodes if pending[n.index] == 0]
         in_flight: dict = {}
+        waits: dict = {}        # receive future -> when it was asked for (for step stats)
         error = None
+        rendezvous = getattr(ctx, "rendezvous", None)
         while ready or in_flight:
             while ready and error is None:
                 i = ready.pop(0)
                 node = s.nodes[i]
+                if self._recv[i]:
+                    future = rendezvous.recv_future(node.kernel.key(ctx.step_id), node.kernel)
+                    in_flight[future] = node
+                    waits[future] = time.perf_counter()
+                    continue
                 args = [values[slot] for slot in node.inputs]
                 if self._inline[i]:
                     try:
                         result = _call(node, ctx, args, stats, t0)
                     except BaseException as e:
+                        if error is None and rendezvous is not None:
+                            rendezvous.abort(e)
                         error = error or (node, e)
                         continue
                     self._finish(node, result, values, pending, remaining, keep, ready)
@@ -74,12 +86,21 @@ class DataflowProgram:
                     in_flight[self.pool.submit(_call_quietly, node, ctx, args, stats, t0)] = node
             if not in_flight:
                 break
-            done, _ = cf.wait(in_flight, return_when=cf.FIRST_COMPLETED)
+            timeout = rendezvous.wait_timeout() if waits else None
+            done, _ = cf.wait(in_flight, timeout=timeout, return_when=cf.FIRST_COMPLETED)
+            if not done:
+                rendezvous.expire()
+                continue
             for future in done:
                 node = in_flight.pop(future)
                 try:
                     result = future.result()
+                    if future in waits:
+                        result = self._received(node, result, waits.pop(future), stats, t0)
                 except BaseException as e:
+                    waits.pop(future, None)
+                    if error is None and rendezvous is not None:
+                        rendezvous.abort(e)  # wake this step's receives on every device
                     error = error or (node, e)
                     continue
                 if error is None:
@@ -90,6 +111,14 @@ class DataflowProgram:
             exc.__tensorweave_node__ = node
             raise exc
         return tuple(values[slot] for slot in s.fetch_slots)
+
+    @staticmethod
+    def _received(node, value, asked, stats, t0):
+        value = node.kernel.to_device(value)
+        if stats is not None:
+            stats.append(NodeStats(*stats_label(node.op), (asked - t0) * 1e6,
+                                   (time.perf_counter() - t0) * 1e6, threading.get_ident()))
+        return value
 
     def _finish(self, node, result, values, pending, remaining, keep, ready):
         outputs = node.outputs
@@ -120,8 +149,8 @@ def _call(node, ctx, args, stats, t0):
     start = time.perf_counter()
     result = node.kernel(ctx, *args) if node.uses_context else node.kernel(*args)
     end = time.perf_counter()
-    stats.append(NodeStats(node.op.name, node.op.type, node.op.device, (start - t0) * 1e6,
-                           (end - t0) * 1e6, threading.get_ident()))
+    stats.append(NodeStats(*stats_label(node.op), (start - t0) * 1e6, (end - t0) * 1e6,
+                           threading.get_ident()))
     return result
 
 

@@ -42,6 +42,8 @@ class Session:
         self._store = VariableStore()
         self._step_ids = itertools.count(1)
         self._pool = None
+        self._device_pool = None
+        self._cluster = None
 
     # -- running ----------------------------------------------------------------------------
     def run(self, fetches, feed_dict=None, options=None, run_metadata=None):
@@ -77,7 +79,8 @@ class Session:
             feeds.append(tensor)
             checks.append(FeedCheck(tensor))
         step = CompiledStep(self.graph, structure.tensors, feeds, structure.targets, self.config,
-                            self._thread_pool)
+                            self._thread_pool, self.cluster, self._device_threads,
+                            feed_shapes=[_shape_or_none(v) for v in feed_dict.values()])
         self._log_placement(fetches, feed_dict)
         return structure, step, checks
 
@@ -101,6 +104,21 @@ class Session:
         if self.config.log_device_placement:
             print(self.placement_plan(fetches, feed_dict).summary(), file=sys.stderr)
 
+    @property
+    def cluster(self) -> Cluster:
+        """The devices this session runs on: ``Cluster.local(config)``."""
+        if self._cluster is None:
+            self._cluster = Cluster.local(self.config)
+        return self._cluster
+
+    def _device_threads(self):
+        """Threads that run the partitions of multi-device steps (one per device; the calling
+        thread runs one partition itself)."""
+        if self._device_pool is None:
+            self._device_pool = cf.ThreadPoolExecutor(max_workers=max(1, len(self.cluster)),
+                                                      thread_name_prefix="tensorweave-device")
+        return self._device_pool
+
     def _thread_pool(self):
         if self._pool is None:
             threads = self.config.inter_op_parallelism_threads or os.cpu_count() or 1
@@ -119,9 +137,10 @@ class Session:
             return
         self._closed = True
         self._steps.clear()
-        if self._pool is not None:
-            self._pool.shutdown(wait=True)
-            self._pool = None
+        for pool in (self._pool, self._device_pool):
+            if pool is not None:
+                pool.shutdown(wait=True)
+        self._pool = self._device_pool = None
 
     @property
     def closed(self) -> bool:
@@ -142,8 +161,9 @@ class Session:
 
     def __del__(self):
         try:
-            if self._pool is not None:
-                self._pool.shutdown(wait=False)
+            for pool in (self._pool, self._device_pool):
+                if pool is not None:
+                    pool.shutdown(wait=False)
         except Exception:
             pass
 
@@ -236,6 +256,14 @@ def _safe_cast(src, dst) -> bool:
         return True
     # numpy extension floats (bfloat16) do not take part in can_cast's kinds
     return src.kind in "iuf" and dst.kind in "fV" and dst.itemsize >= 2 and src.kind != "c"
+
+
+def _shape_or_none(value):
+    """The shape of a fed value, for sizing the plan (None when it has none)."""
+    try:
+        return np.shape(value)
+    except Exception:  # noqa: BLE001 - the feed check reports bad values properly
+        return None
 
 
 def _single_output(op):

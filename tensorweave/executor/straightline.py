@@ -18,9 +18,10 @@ failing kernel is reported as the op that failed at no cost to the steps that su
 from __future__ import annotations
 
 import itertools
+import threading
 import time
 
-from tensorweave.executor.config import NodeStats
+from tensorweave.executor.config import NodeStats, stats_label
 
 _counter = itertools.count()
 
@@ -52,12 +53,14 @@ class StraightLineProgram:
 
     def _generate(self, timed: bool):
         s = self.schedule
-        env = {"_now": time.perf_counter, "_Stats": NodeStats}
+        env = {"_now": time.perf_counter, "_Stats": NodeStats, "_thread": threading.get_ident}
         for slot, value in s.constants.items():
             env[f"c{slot}"] = value
         feeds = [f"v{slot}" for slot in s.feed_slots]
         args = ["ctx"] + (["_stats", "_t0"] if timed else []) + feeds
         lines = [f"def step({', '.join(args)}):"]
+        if timed:
+            lines.append("    _tid = _thread()")
         line_to_node = {}
         fetch_slots = set(s.fetch_slots)
         for node in s.nodes:
@@ -69,9 +72,9 @@ class StraightLineProgram:
             line_to_node[len(lines) + 1] = node.index
             lines.append(f"    {_targets(node, s.last_use, fetch_slots)}{call}")
             if timed:
-                env[f"n{node.index}"] = (node.op.name, node.op.type, node.op.device)
+                env[f"n{node.index}"] = stats_label(node.op)
                 lines.append(f"    _stats.append(_Stats(*n{node.index}, (_s - _t0) * 1e6, "
-                             f"(_now() - _t0) * 1e6))")
+                             f"(_now() - _t0) * 1e6, _tid))")
             dead = [f"v{slot}" for slot in sorted(set(node.inputs))
                     if s.last_use.get(slot) == node.index and slot not in fetch_slots
                     and slot not in s.constants]
