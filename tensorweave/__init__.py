@@ -27,6 +27,7 @@ from tensorweave.ops.math import *  # noqa: F401,F403
 from tensorweave.ops.gradients import gradients
 from tensorweave.ops.importer import import_graph_def
 from tensorweave.ops.random import *  # noqa: F401,F403
+from tensorweave.ops.script import py_func
 from tensorweave.ops.state import *  # noqa: F401,F403
 
 from tensorweave import nn, placement, train  # noqa: E402  (the tw.* namespaces)

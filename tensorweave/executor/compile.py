@@ -24,9 +24,8 @@ import time
 
 import numpy as np
 
-from tensorweave import errors
 from tensorweave import passes
-from tensorweave.executor.device_program import DeviceProgram, lower  # noqa: F401 (re-export)
+from tensorweave.executor.device_program import DeviceProgram
 from tensorweave.executor.multidevice import MultiDeviceProgram
 from tensorweave.placement.api import plan as place
 from tensorweave.placement.cost_model import CostModel

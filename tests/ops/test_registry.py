@@ -16,6 +16,7 @@ CASES = [case for family in _FAMILIES
 # Ops with no case of their own, and why.
 NOT_TABLE_TESTED = {
     "BroadcastGradientArgs": "internal to gradients; covered by every broadcast gradient check",
+    "PyFunc": "runs the user's Python function; tests/ops/test_py_func.py",
 }
 
 
