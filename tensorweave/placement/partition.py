@@ -242,6 +242,8 @@ class _Partitioner:
     def _input(self, t, device, consumer):
         image = self.images.get((t, device))
         if image is not None:
+            if (t, device) in self.sent:
+                self._note_consumer((t, device), consumer)
             return image
         if t.op.type == ARG_TYPE:
             return self._copy(t.op, device, [], []).outputs[0]
