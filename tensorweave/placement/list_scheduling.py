@@ -58,11 +58,12 @@ class Timeline:
 class ListScheduler:
     """Earliest-finish-time list scheduling over a PlacementProblem (see the module docstring)."""
 
-    def __init__(self, problem: PlacementProblem, name: str, insertion: bool, locality: bool):
+    def __init__(self, problem: PlacementProblem, name: str, insertion: bool,
+                 home_weight: float):
         self.p = problem
         self.name = name
         self.insertion = insertion
-        self.locality = locality
+        self.home_weight = home_weight      # times the trip home counts (0: no home term)
         n, n_groups = len(problem.graph), len(problem.groups)
         self.group_device = [-1] * n_groups
         self.anchors: dict = {}
@@ -212,9 +213,11 @@ class ListScheduler:
     # -- choosing a device ----------------------------------------------------------------------
     def _choose_device(self, i, g) -> int:
         """The feasible device with the best score (memory permitting): op i's earliest finish
-        there, plus — away from its home device — the time its output would take to go back."""
+        there, plus — away from its home device — ``home_weight`` times the time its output
+        would take to go back."""
         p = self.p
-        home = self._home(i) if self.locality else -1
+        weight = self.home_weight
+        home = self._home(i) if weight else -1
         back = p.op_bytes[i]
         held = self._held_pred_groups(i)
         candidates = []
@@ -225,7 +228,7 @@ class ListScheduler:
             fits = self.memory[d] + needed <= p.capacity[d]
             score = self._estimate_finish(i, d)
             if home >= 0 and d != home:
-                score += p.transfer(back, d, home)
+                score += weight * p.transfer(back, d, home)
             candidates.append((not fits, score, d))
         best_misfit, _, d = min(candidates)
         if best_misfit:

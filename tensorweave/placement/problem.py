@@ -14,7 +14,7 @@ import dataclasses
 import math
 
 from tensorweave.placement.opgraph import OpGraph
-from tensorweave.placement.simulator import run_simulation, upward_ranks
+from tensorweave.placement.simulator import simulate_step, upward_ranks
 
 
 @dataclasses.dataclass
@@ -120,12 +120,17 @@ class PlacementProblem:
         return max(chain, sum(fastest) / max(len(self.devices), 1))
 
     def simulate(self, devices):
-        """Simulate the step with op i on ``devices[i]`` (Device objects)."""
+        """Simulate the step with op i on ``devices[i]`` (Device objects): a ``SimResult``."""
+        return self.simulate_step(devices).result()
+
+    def simulate_step(self, devices):
+        """The simulation of ``simulate``, run but not yet reported: its ``step_time``, and
+        ``result()`` for the whole ``SimResult`` (for comparing candidate placements)."""
         index = {d.name: k for k, d in enumerate(self.devices)}
         placed = [index[d.name] for d in devices]
         durations = [row[d] for row, d in zip(self.time, placed)]
-        return run_simulation(self.graph, self.devices, placed, durations, self.tensor_bytes,
-                              self.op_bytes, self.cost_model)
+        return simulate_step(self.graph, self.devices, placed, durations, self.tensor_bytes,
+                             self.op_bytes, self.cost_model)
 
     def mean_ranks(self) -> list:
         """Upward ranks over mean op times (feasible devices) and mean transfer times."""

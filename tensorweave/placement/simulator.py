@@ -106,8 +106,18 @@ def run_simulation(graph, devices, placed, durations, tensor_bytes, op_bytes, co
                    priority=None) -> SimResult:
     """``simulate`` on arrays already computed: device index, seconds and output bytes per op
     (``OpGraph`` order), bytes per tensor of ``graph.tensors``."""
+    return simulate_step(graph, devices, placed, durations, tensor_bytes, op_bytes, cost_model,
+                         priority).result()
+
+
+def simulate_step(graph, devices, placed, durations, tensor_bytes, op_bytes, cost_model,
+                  priority=None) -> "_Simulation":
+    """Run the simulation of ``run_simulation`` and return it unreported: ``.step_time`` now,
+    the full ``SimResult`` from ``.result()`` (naming every op and transfer costs as much as
+    running the events, so strategies comparing candidates ask it only of the one they keep)."""
     sim = _Simulation(graph, devices, placed, durations, tensor_bytes, op_bytes, cost_model)
-    return sim.run(priority)
+    sim.run(priority)
+    return sim
 
 
 def _device_name(placement, op, cluster) -> str:
@@ -231,7 +241,8 @@ class _Simulation:
         self.peak = [0] * len(self.devices)
 
     # -- running ------------------------------------------------------------------------------
-    def run(self, priority) -> SimResult:
+    def run(self, priority):
+        """Apply every event; then ``step_time`` holds the step and ``result()`` reports it."""
         placed, n = self.placed, len(self.graph)
         keys = self._priority_keys(priority)
         self.start = [0.0] * n
@@ -262,7 +273,7 @@ class _Simulation:
                     self._op_finished(item, now, keys, dirty)
                 else:
                     self._transfer_finished(item, now, keys, dirty)
-        return self._result()
+        self.step_time = max([*self.end, *(x.end for x in self.transfers)], default=0.0)
 
     def _priority_keys(self, priority) -> list:
         names = self.graph.names
@@ -382,7 +393,8 @@ class _Simulation:
             self.memory[self.placed[producer]] -= self.tensor_bytes[tid]
 
     # -- results ------------------------------------------------------------------------------
-    def _result(self) -> SimResult:
+    def result(self) -> SimResult:
+        """The finished step, per op, transfer and device (call after ``run``)."""
         graph, devices, placed = self.graph, self.devices, self.placed
         sim_ops = {name: SimOp(name, devices[placed[i]].name, self.start[i], self.end[i])
                    for i, name in enumerate(graph.names)}
@@ -391,9 +403,8 @@ class _Simulation:
         busy = {d.name: 0.0 for d in devices}
         for i, d in enumerate(placed):
             busy[devices[d].name] += self.durations[i]
-        step = max([*self.end, *(x.end for x in self.transfers)], default=0.0)
         peak = {d.name: self.peak[k] for k, d in enumerate(devices)}
-        return SimResult(step, sim_ops, transfers, busy, peak, self._critical_path())
+        return SimResult(self.step_time, sim_ops, transfers, busy, peak, self._critical_path())
 
     def _tensor_name(self, x) -> str:
         if x.tensor is None:

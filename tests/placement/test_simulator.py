@@ -122,3 +122,15 @@ def test_placements_may_name_ops_and_devices_by_string(graph):
 def test_an_empty_step(graph):
     result = simulate([], {}, FixedCost(CLUSTER), CLUSTER)
     assert result.step_time == 0 and result.critical_path == [] and result.transfers == []
+
+
+def test_a_step_run_first_and_reported_later_is_the_same_step(graph):
+    ops, placement, cost = two_transfers_one_link(graph)
+    problem = tw.placement.PlacementProblem(
+        ops, tw.placement.build_constraints(ops, CLUSTER, cost_model=cost), cost)
+    devices = [placement[op.name] for op in problem.graph.ops]
+    run = problem.simulate_step(devices)
+    full = problem.simulate(devices)
+    assert run.step_time == full.step_time
+    assert run.result() == full
+    assert full == simulate(ops, placement, cost, CLUSTER)

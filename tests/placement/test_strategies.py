@@ -5,7 +5,9 @@ import time
 import pytest
 
 import tensorweave as tw
-from tensorweave.placement.list_scheduling import Timeline
+from tensorweave.placement import strategies
+from tensorweave.placement.list_scheduling import ListScheduler, Timeline
+from tensorweave.placement.problem import Placement
 from tensorweave.placement.strategies import STRATEGIES
 from tests.placement.fixed_cost import MS, FixedCost, gpu_cluster
 
@@ -163,6 +165,55 @@ def test_cpop_keeps_the_critical_path_on_one_device(graph):
     assert len(chain_devices) == 1
     assert devices(p)["side"] not in chain_devices
     assert p["c2"].reason == "cost model (cpop): critical path kept on one device"
+
+
+# -- the home-device term's weight, chosen by simulation -----------------------------------------
+class _Simulated:
+    """A stand-in for a simulation run: its step, and a report naming the weight it came from."""
+
+    def __init__(self, step_time, weight):
+        self.step_time = step_time
+        self.weight = weight
+
+    def result(self):
+        return ("report of", self.weight)
+
+
+@pytest.mark.parametrize("steps, tried, kept", [
+    ({1.0: 5, 0.0: 6, 2.0: 4}, [1.0, 0.0, 2.0], 2.0),   # the term helped; doubled, more
+    ({1.0: 5, 0.0: 6, 2.0: 7}, [1.0, 0.0, 2.0], 1.0),   # doubled is worse: keep one trip
+    ({1.0: 5, 0.0: 6, 2.0: 5}, [1.0, 0.0, 2.0], 1.0),   # ties: the one tried first
+    ({1.0: 6, 0.0: 5}, [1.0, 0.0], 0.0),                # the term did not help: no doubling
+    ({1.0: 5, 0.0: 5}, [1.0, 0.0], 1.0),
+])
+def test_the_home_term_weight_is_chosen_by_simulation(monkeypatch, steps, tried, kept):
+    calls = []
+
+    def schedule(problem, name, insertion, pin_critical_path, weight):
+        calls.append(weight)
+        return Placement(name, [weight]), _Simulated(steps[weight], weight)
+    monkeypatch.setattr(strategies, "_simulated_schedule", schedule)
+    best = strategies._best_simulated(None, "etf", insertion=False)
+    assert calls == tried
+    assert best.devices == [kept]
+    assert best.simulated == ("report of", kept)
+
+
+@pytest.mark.parametrize("strategy, insertion", [("etf", False), ("critical_path", True)])
+def test_the_kept_placement_is_the_fastest_simulated_candidate(graph, strategy, insertion):
+    loss = small_model()
+    cluster = tw.placement.Cluster.from_dict({"jobs": {"localhost": {"devices": {"CPU": 1,
+                                                                                "GPU": 3}}}})
+    ops = tw.placement.api.needed_ops(graph, [loss])
+    cost = tw.placement.CostModel(cluster, feed_shapes={"x": (128, 64)})
+    problem = tw.placement.PlacementProblem(
+        ops, tw.placement.build_constraints(ops, cluster, cost_model=cost), cost)
+    steps = {w: problem.simulate(ListScheduler(problem, strategy, insertion, w).run().devices)
+             .step_time for w in (1.0, 0.0, 2.0)}
+    candidates = [1.0, 0.0] + ([2.0] if steps[1.0] < steps[0.0] else [])
+    kept = STRATEGIES[strategy](problem)
+    assert kept.simulated.step_time == min(steps[w] for w in candidates)
+    assert kept.simulated == problem.simulate(kept.devices)
 
 
 # -- determinism and speed ---------------------------------------------------------------------
