@@ -61,6 +61,8 @@ class CompiledStep:
         self.partitions = partition(self.optimized, self.plan.placement,
                                     transfer_dtype=config.transfer_dtype,
                                     tensor_bytes=cost_model.output_bytes)
+        if config.dump_dir:
+            self._dump_partitions(config.dump_dir)
         self.device_programs = [
             DeviceProgram(graph, part, feed_names, len(self.fetches), config, pool_factory,
                           device=device, xp=_array_module(cluster.device(device)),
@@ -72,6 +74,15 @@ class CompiledStep:
         self.schedule = None
         self.ops = [op for p in self.device_programs for op in p.ops]
         self._runner = self.program
+
+    def _dump_partitions(self, dump_dir):
+        """``partitions.txt`` (the transfer table, then every partition's graph) next to the
+        passes' dumps of this signature."""
+        directory = os.path.join(dump_dir, _signature_dirname(self.fetches, self.feeds,
+                                                              self.targets))
+        os.makedirs(directory, exist_ok=True)
+        with open(os.path.join(directory, "partitions.txt"), "w", encoding="utf-8") as f:
+            f.write(self.partitions.summary() + "\n\n" + str(self.partitions) + "\n")
 
     def _arg_shapes(self, feed_shapes) -> dict:
         """The first run's feed shapes by ``_Arg`` tensor name (the cost model sizes the

@@ -24,6 +24,7 @@ from tensorweave.graph import core
 from tensorweave.graph.core import Tensor
 from tensorweave.placement.api import plan as placement_plan
 from tensorweave.placement.devices import Cluster
+from tensorweave.placement.step_plan import StepPlan
 
 
 class Session:
@@ -51,12 +52,7 @@ class Session:
         if self._closed:
             raise RuntimeError("attempted to use a closed Session")
         feed_dict = feed_dict or {}
-        key = (structure_key(fetches), tuple(feed_dict))
-        entry = self._steps.get(key)
-        if entry is None:
-            entry = self._compile(fetches, feed_dict)
-            self._steps[key] = entry
-        structure, step, feed_checks = entry
+        structure, step, feed_checks = self._entry(fetches, feed_dict)
         feed_values = [check(value) for check, value in zip(feed_checks, feed_dict.values())]
         ctx = StepContext(self._store, next(self._step_ids))
         results = step.run(ctx, feed_values, run_metadata)
@@ -66,6 +62,16 @@ class Session:
         for t, value in zip(step.fetches, results):
             values[t] = _fetched(value)
         return structure.rebuild(values)
+
+    def _entry(self, fetches, feed_dict):
+        """The compiled step of this signature (fetch structure and feed keys), compiled now
+        if it is new."""
+        key = (structure_key(fetches), tuple(feed_dict))
+        entry = self._steps.get(key)
+        if entry is None:
+            entry = self._compile(fetches, feed_dict)
+            self._steps[key] = entry
+        return entry
 
     def _compile(self, fetches, feed_dict):
         structure = FetchStructure(self.graph, fetches)
@@ -81,7 +87,7 @@ class Session:
         step = CompiledStep(self.graph, structure.tensors, feeds, structure.targets, self.config,
                             self._thread_pool, self.cluster, self._device_threads,
                             feed_shapes=[_shape_or_none(v) for v in feed_dict.values()])
-        self._log_placement(fetches, feed_dict)
+        self._log_placement(step, fetches, feed_dict)
         return structure, step, checks
 
     # -- placement --------------------------------------------------------------------------
@@ -98,10 +104,28 @@ class Session:
                               feed_dict=feed_dict,
                               allow_soft_placement=self.config.allow_soft_placement)
 
-    def _log_placement(self, fetches, feed_dict):
-        """``ConfigProto(log_device_placement=True)``: print the plan's table to stderr, once
-        per compiled step (TF1 printed a line per op, every time)."""
-        if self.config.log_device_placement:
+    def step_plan(self, fetches, feed_dict=None) -> StepPlan:
+        """What ``run(fetches, feed_dict)`` runs where: the placement of the optimized step
+        graph and its partitions with every inserted ``_Send``/``_Recv`` pair (a
+        ``tw.placement.StepPlan``). Compiles the step (once, as ``run`` would) without running
+        it; ``feed_dict`` values give the plan its shapes.
+
+        >>> print(sess.step_plan(train_op, {x: xs, y_: ys}).summary())
+        """
+        if self._closed:
+            raise RuntimeError("attempted to use a closed Session")
+        _, step, _ = self._entry(fetches, feed_dict or {})
+        return step_plan_of(step)
+
+    def _log_placement(self, step, fetches, feed_dict):
+        """``ConfigProto(log_device_placement=True)``: print the placement to stderr, once per
+        compiled step (TF1 printed a line per op, every time): the step's own plan and
+        partitions when it runs on several devices, else the plan of the user's graph."""
+        if not self.config.log_device_placement:
+            return
+        if step.partitions is not None:
+            print(step_plan_of(step).summary(), file=sys.stderr)
+        else:
             print(self.placement_plan(fetches, feed_dict).summary(), file=sys.stderr)
 
     @property
@@ -256,6 +280,10 @@ def _safe_cast(src, dst) -> bool:
         return True
     # numpy extension floats (bfloat16) do not take part in can_cast's kinds
     return src.kind in "iuf" and dst.kind in "fV" and dst.itemsize >= 2 and src.kind != "c"
+
+
+def step_plan_of(step) -> StepPlan:
+    return StepPlan(step.plan, step.partitions, step.changes, step.devices, step.ops)
 
 
 def _shape_or_none(value):

@@ -14,6 +14,8 @@ from tensorweave.placement.devices import (CPU_PROFILE, DEFAULT_PROFILES,  # noq
 from tensorweave.placement.plan import CutEdge, DeviceUsage, OpPlacement, Plan  # noqa: F401
 from tensorweave.placement.simulator import SimResult, simulate  # noqa: F401
 from tensorweave.placement.problem import Placement, PlacementProblem  # noqa: F401
+from tensorweave.placement.partition import Partitioning, Transfer, partition  # noqa: F401
+from tensorweave.placement.step_plan import StepPlan  # noqa: F401
 from tensorweave.placement.strategies import STRATEGIES, register_strategy  # noqa: F401
 # Last: the function ``plan`` replaces the module of that name as the package's attribute.
 from tensorweave.placement.api import plan  # noqa: F401,E402

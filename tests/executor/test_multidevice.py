@@ -2,6 +2,7 @@
 (differential over random placements), send/recv counts, control edges, failures, deadlines,
 transfer compression and step stats."""
 
+import json
 import threading
 import time
 
@@ -282,3 +283,28 @@ def test_training_across_two_devices_equals_one_device_bitwise(graph):
             finals.append(sess.run(weights))
     for a, b in zip(*finals):
         np.testing.assert_array_equal(a, b)
+
+
+def test_step_plan_dump_dir_and_log_device_placement(graph, tmp_path, capsys):
+    x = tw.placeholder(tw.float32, [None, 4], name="x")
+    with tw.device("/cpu:0"):
+        h = tw.nn.relu(x * 2.0, name="h")
+    with tw.device("/cpu:1"):
+        y = tw.reduce_sum(h, name="y")
+    cfg = _config(2, dump_dir=str(tmp_path), log_device_placement=True)
+    with tw.Session(config=cfg) as sess:
+        sp = sess.step_plan(y, {x: np.ones((8, 4))})
+        assert sp.multi_device and len(sp.partitions.transfers) == 1
+        assert sp.partitions.transfers[0].bytes == 8 * 4 * 4  # sized by the fed batch
+        assert "_Send/_Recv pairs" in sp.summary() and "Placement plan" in sp.summary()
+        data = json.loads(sp.to_json(tmp_path / "plan.json"))
+        assert data["partitions"]["transfers"][0]["tensor"] == sp.partitions.transfers[0].tensor
+        assert "digraph" in sp.to_dot()
+        sess.run(y, {x: np.ones((8, 4))})  # the same signature: compiled once, logged once
+    logged = capsys.readouterr().err
+    assert logged.count("_Send/_Recv pairs") == 1
+    (dumped,) = tmp_path.glob("*/partitions.txt")
+    assert "# partition CPU:1" in dumped.read_text()
+    with tw.Session() as sess:
+        single = sess.step_plan(y, {x: np.ones((8, 4))})
+    assert not single.multi_device and "one device" in single.summary()
