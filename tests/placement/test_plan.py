@@ -216,16 +216,19 @@ def test_session_placement_plan_honours_soft_placement(graph):
 
 def test_log_device_placement_prints_the_table_once_per_compiled_step(graph, capsys):
     c = cpu_pinned_graph()
-    config = tw.ConfigProto(device_count={"CPU": 2}, log_device_placement=True)
+    # Multi-device steps log the plan of the step graph they run (after the passes; constant
+    # folding is off here so the pinned ops survive), then its _Send/_Recv pairs.
+    config = tw.ConfigProto(device_count={"CPU": 2}, log_device_placement=True,
+                            disabled_passes=["constant_fold"])
     with tw.Session(config=config) as sess:
         for _ in range(3):
             np.testing.assert_allclose(sess.run(c), [4.0, 8.0])
         first = capsys.readouterr().err
         sess.run(graph.get_tensor_by_name("b:0"))
         second = capsys.readouterr().err
-    assert first.count("Placement plan (default): 4 ops") == 1
-    assert "Cut edges (2 transfers" in first
-    assert second.count("Placement plan (default): 2 ops") == 1
+    assert first.count("Placement plan (default): 5 ops") == 1
+    assert "Cut edges (2 transfers" in first and "2 _Send/_Recv pairs" in first
+    assert second.count("Placement plan (default): 3 ops") == 1
 
 
 def test_no_placement_output_without_log_device_placement(graph, capsys):
