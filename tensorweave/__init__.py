@@ -30,5 +30,5 @@ from tensorweave.ops.random import *  # noqa: F401,F403
 from tensorweave.ops.script import py_func
 from tensorweave.ops.state import *  # noqa: F401,F403
 
-from tensorweave import nn, placement, train  # noqa: E402  (the tw.* namespaces)
+from tensorweave import nn, placement, trace, train  # noqa: E402  (the tw.* namespaces)
 from tensorweave import passes  # noqa: E402,F401  (tw.passes.PIPELINE)
