@@ -1,13 +1,15 @@
 """Deep MNIST for experts: a two-layer convolutional network trained with Adam.
 
-    python examples/mnist_deep.py [--data-dir DIR] [--steps 2000] [--batch-size 50]
+    python examples/mnist_deep.py [--data-dir DIR] [--steps 2000] [--batch-size 50] [--devices 2]
 
 conv 5x5x32 -> max pool -> conv 5x5x64 -> max pool -> fc 1024 -> dropout -> fc 10, Adam 1e-4:
 the TF1 program with only the import changed. Trains on the first 8,000 MNIST test images and
 reports accuracy on the last 2,000 (or scikit-learn's 8x8 digits when MNIST is absent).
+With ``--devices N`` the layers are pinned round-robin to N virtual CPU devices.
 """
 
 import argparse
+import contextlib
 
 import datasets
 from progress import Progress
@@ -31,28 +33,36 @@ def max_pool_2x2(x):
     return tf.nn.max_pool(x, ksize=[1, 2, 2, 1], strides=[1, 2, 2, 1], padding="SAME")
 
 
-def deepnn(x, side):
-    with tf.name_scope("reshape"):
+def deepnn(x, side, devices=1):
+    def layer(name, index):
+        """A name scope, pinned to virtual CPU ``index % devices`` when there are several."""
+        stack = contextlib.ExitStack()
+        stack.enter_context(tf.name_scope(name))
+        if devices > 1:
+            stack.enter_context(tf.device(f"/cpu:{index % devices}"))
+        return stack
+
+    with layer("reshape", 0):
         x_image = tf.reshape(x, [-1, side, side, 1])
-    with tf.name_scope("conv1"):
+    with layer("conv1", 0):
         h_conv1 = tf.nn.relu(conv2d(x_image, weight_variable([5, 5, 1, 32])) +
                              bias_variable([32]))
-    with tf.name_scope("pool1"):
+    with layer("pool1", 0):
         h_pool1 = max_pool_2x2(h_conv1)
-    with tf.name_scope("conv2"):
+    with layer("conv2", 1):
         h_conv2 = tf.nn.relu(conv2d(h_pool1, weight_variable([5, 5, 32, 64])) +
                              bias_variable([64]))
-    with tf.name_scope("pool2"):
+    with layer("pool2", 1):
         h_pool2 = max_pool_2x2(h_conv2)
     pooled = -(-side // 4)  # two SAME 2x2 pools
-    with tf.name_scope("fc1"):
+    with layer("fc1", 2):
         flat = tf.reshape(h_pool2, [-1, pooled * pooled * 64])
         h_fc1 = tf.nn.relu(tf.matmul(flat, weight_variable([pooled * pooled * 64, 1024])) +
                            bias_variable([1024]))
-    with tf.name_scope("dropout"):
+    with layer("dropout", 2):
         keep_prob = tf.placeholder(tf.float32, name="keep_prob")
         h_fc1_drop = tf.nn.dropout(h_fc1, keep_prob)
-    with tf.name_scope("fc2"):
+    with layer("fc2", 3):
         y_conv = tf.matmul(h_fc1_drop, weight_variable([1024, 10])) + bias_variable([10])
     return y_conv, keep_prob
 
@@ -63,6 +73,8 @@ def main(argv=None):
     parser.add_argument("--steps", type=int, default=2000)
     parser.add_argument("--batch-size", type=int, default=50)
     parser.add_argument("--learning-rate", type=float, default=1e-4)
+    parser.add_argument("--devices", type=int, default=1,
+                        help="virtual CPU devices to spread the layers over (round-robin)")
     args = parser.parse_args(argv)
 
     data = datasets.load(args.data_dir)
@@ -73,14 +85,14 @@ def main(argv=None):
     tf.set_random_seed(0)
     x = tf.placeholder(tf.float32, [None, data.side * data.side], name="x")
     y_ = tf.placeholder(tf.float32, [None, 10], name="labels")
-    y_conv, keep_prob = deepnn(x, data.side)
+    y_conv, keep_prob = deepnn(x, data.side, args.devices)
     cross_entropy = tf.reduce_mean(
         tf.nn.softmax_cross_entropy_with_logits_v2(labels=y_, logits=y_conv))
     train_step = tf.train.AdamOptimizer(args.learning_rate).minimize(cross_entropy)
     correct = tf.equal(tf.argmax(y_conv, 1), tf.argmax(y_, 1))
     accuracy = tf.reduce_mean(tf.cast(correct, tf.float32))
 
-    with tf.Session() as sess:
+    with tf.Session(config=tf.ConfigProto(device_count={"CPU": args.devices})) as sess:
         sess.run(tf.global_variables_initializer())
         progress = Progress(args.steps, args.batch_size)
         batches = data.batches(args.batch_size)

@@ -1,12 +1,15 @@
 """MNIST for beginners: softmax regression trained with gradient descent.
 
-    python examples/mnist_softmax.py [--data-dir DIR] [--steps 1000]
+    python examples/mnist_softmax.py [--data-dir DIR] [--steps 1000] [--devices 2]
 
 The TF1 program, with only the import changed. Trains on the first 8,000 MNIST test images,
 reports accuracy on the last 2,000 (or uses scikit-learn's 8x8 digits when MNIST is absent).
+With ``--devices 2`` the session has two virtual CPU devices: the matmul runs on the first,
+the bias and the loss on the second, and the step is cut between them.
 """
 
 import argparse
+import contextlib
 
 import datasets
 from progress import Progress
@@ -20,6 +23,8 @@ def main(argv=None):
     parser.add_argument("--steps", type=int, default=1000)
     parser.add_argument("--batch-size", type=int, default=100)
     parser.add_argument("--learning-rate", type=float, default=0.5)
+    parser.add_argument("--devices", type=int, default=1,
+                        help="virtual CPU devices to spread the layers over")
     args = parser.parse_args(argv)
 
     data = datasets.load(args.data_dir)
@@ -31,16 +36,19 @@ def main(argv=None):
     tf.set_random_seed(0)
     x = tf.placeholder(tf.float32, [None, pixels], name="x")
     y_ = tf.placeholder(tf.float32, [None, 10], name="labels")
-    W = tf.Variable(tf.zeros([pixels, 10]), name="W")
-    b = tf.Variable(tf.zeros([10]), name="b")
-    logits = tf.matmul(x, W) + b
-    cross_entropy = tf.reduce_mean(
-        tf.nn.softmax_cross_entropy_with_logits_v2(labels=y_, logits=logits))
+    with on_device(0, args.devices):
+        W = tf.Variable(tf.zeros([pixels, 10]), name="W")
+        scores = tf.matmul(x, W)
+    with on_device(1, args.devices):
+        b = tf.Variable(tf.zeros([10]), name="b")
+        logits = scores + b
+        cross_entropy = tf.reduce_mean(
+            tf.nn.softmax_cross_entropy_with_logits_v2(labels=y_, logits=logits))
     train_step = tf.train.GradientDescentOptimizer(args.learning_rate).minimize(cross_entropy)
     correct = tf.equal(tf.argmax(logits, 1), tf.argmax(y_, 1))
     accuracy = tf.reduce_mean(tf.cast(correct, tf.float32))
 
-    with tf.Session() as sess:
+    with tf.Session(config=tf.ConfigProto(device_count={"CPU": args.devices})) as sess:
         sess.run(tf.global_variables_initializer())
         progress = Progress(args.steps, args.batch_size)
         batches = data.batches(args.batch_size)
@@ -52,6 +60,11 @@ def main(argv=None):
         acc = sess.run(accuracy, feed_dict={x: data.test.images, y_: data.test.one_hot})
     print(f"test accuracy: {acc:.4f}  ({seconds:.1f} s of training)")
     return float(acc)
+
+
+def on_device(layer: int, devices: int):
+    """Pin a layer to virtual CPU ``layer % devices`` (no pin on a single device)."""
+    return tf.device(f"/cpu:{layer % devices}") if devices > 1 else contextlib.nullcontext()
 
 
 if __name__ == "__main__":
