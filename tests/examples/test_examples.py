@@ -1,5 +1,6 @@
 """The examples run end to end and reach their accuracy goals; seeded training is deterministic."""
 
+import json
 import os
 import sys
 
@@ -12,6 +13,8 @@ EXAMPLES = os.path.join(os.path.dirname(__file__), "..", "..", "examples")
 sys.path.insert(0, os.path.abspath(EXAMPLES))
 
 import datasets  # noqa: E402
+import mnist_deep  # noqa: E402
+import mnist_multidevice  # noqa: E402
 import mnist_softmax  # noqa: E402
 import walkthrough  # noqa: E402
 
@@ -31,6 +34,34 @@ def test_mnist_softmax_reaches_90_percent_on_mnist():
 
 def test_mnist_softmax_reaches_93_percent_on_digits(tmp_path):
     assert mnist_softmax.main(["--data-dir", str(tmp_path)]) >= 0.93
+
+
+def test_mnist_softmax_on_two_devices_matches_one_device(tmp_path, capsys):
+    one = mnist_softmax.main(["--data-dir", str(tmp_path), "--steps", "200"])
+    two = mnist_softmax.main(["--data-dir", str(tmp_path), "--steps", "200", "--devices", "2"])
+    assert one == two >= 0.9
+    logged = capsys.readouterr().out
+    assert logged.count("step   200/200  loss") == 2
+
+
+def test_mnist_deep_on_two_devices_matches_one_device(tmp_path):
+    args = ["--data-dir", str(tmp_path), "--steps", "20", "--batch-size", "20"]
+    assert mnist_deep.main(args) == mnist_deep.main(args + ["--devices", "2"])
+
+
+def test_mnist_multidevice_writes_its_plan_and_trace(tmp_path, capsys):
+    out = tmp_path / "out"
+    acc = mnist_multidevice.main(["--data-dir", str(tmp_path), "--out", str(out),
+                                  "--steps", "300"])
+    assert acc >= 0.9
+    printed = capsys.readouterr().out
+    assert "_Send/_Recv pairs" in printed and "test accuracy" in printed
+    plan = json.loads((out / "plan.json").read_text())
+    assert plan["multi_device"] and plan["partitions"]["transfers"]
+    assert (out / "plan.dot").read_text().startswith("digraph")
+    trace = json.loads((out / "trace.json").read_text())
+    names = {e["args"]["name"] for e in trace["traceEvents"] if e.get("name") == "process_name"}
+    assert {"CPU:0", "CPU:1"} <= names
 
 
 def _train_small_model(seed_steps=30):
