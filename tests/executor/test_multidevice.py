@@ -308,3 +308,26 @@ def test_step_plan_dump_dir_and_log_device_placement(graph, tmp_path, capsys):
     with tw.Session() as sess:
         single = sess.step_plan(y, {x: np.ones((8, 4))})
     assert not single.multi_device and "one device" in single.summary()
+
+
+def _gpu_count() -> int:
+    try:
+        import cupy
+        return cupy.cuda.runtime.getDeviceCount()
+    except Exception:  # noqa: BLE001 - no cupy, no driver or no device: no GPU here
+        return 0
+
+
+@pytest.mark.skipif(_gpu_count() == 0, reason="cupy does not see a CUDA device here")
+def test_cpu_and_gpu_partitions_equal_the_cpu_run(graph):
+    rng = np.random.default_rng(0)
+    value = rng.standard_normal((32, 16)).astype(np.float32)
+    x = tw.placeholder(tw.float32, [32, 16], name="x")
+    with tw.device("/gpu:0"):
+        h = tw.nn.relu(tw.matmul(x, tw.constant(np.eye(16, dtype=np.float32))) + 1.0)
+    with tw.device("/cpu:0"):
+        y = tw.reduce_sum(h * 2.0, axis=1)
+    with tw.Session() as sess:
+        got = sess.run(y, {x: value})
+        assert len(_step(sess).partitions.graphs) == 2
+    np.testing.assert_allclose(got, (np.maximum(value + 1.0, 0) * 2).sum(axis=1), rtol=1e-5)
