@@ -234,9 +234,11 @@ def _op_event(s, pid, tid, transfer) -> dict:
     if s.transfer:
         args["transfer"] = s.transfer
     if transfer is not None:
-        args.update(tensor=transfer.tensor, bytes=transfer.bytes, wire_dtype=transfer.dtype,
+        args.update(tensor=transfer.tensor, wire_dtype=transfer.dtype,
                     src_device=_label(transfer.src_device),
                     dst_device=_label(transfer.dst_device))
+        if transfer.bytes is not None:      # None: the partitioner could not size it
+            args["bytes"] = transfer.bytes
     start, end = _us(s.start_us), _us(s.end_us)
     return {"name": s.node_name, "cat": s.op_type, "ph": "X", "pid": pid, "tid": tid,
             "ts": start, "dur": max(0.0, _us(end - start)), "args": args}
