@@ -139,21 +139,18 @@ def _thread_lanes(stats, devices) -> tuple:
     Row 0 of thread N is tid N; the extra rows (see ``thread_rows``) take the numbers after
     the last thread's, and sort right below their thread."""
     numbers = thread_numbers(stats, devices)
-    rows = thread_rows(stats)
-    keys = sorted({(numbers[s.thread], row) for s, row in zip(stats, rows)})
-    extra = iter(range(len(numbers) + 1, len(numbers) + len(keys) + 1))
-    tid_of = {key: key[0] if key[1] == 0 else next(extra) for key in keys}
-    tids = [tid_of[(numbers[s.thread], row)] for s, row in zip(stats, rows)]
+    keys = [(numbers[s.thread], row) for s, row in zip(stats, thread_rows(stats))]
+    ordered = sorted(set(keys))
+    extra = iter(range(len(numbers) + 1, len(numbers) + len(ordered) + 1))
+    tid_of = {key: key[0] if key[1] == 0 else next(extra) for key in ordered}
+    sort_index = {key: k for k, key in enumerate(ordered)}
+    tids = [tid_of[key] for key in keys]
     only_receives: dict = {}
-    for s, row, tid in zip(stats, rows, tids):
+    for s, tid in zip(stats, tids):
         lane = (s.device, tid)
         only_receives[lane] = only_receives.get(lane, True) and s.op_type == RECV_TYPE
-    sort_index = {key: k for k, key in enumerate(keys)}
-    lanes = {}
-    for s, row, tid in zip(stats, rows, tids):
-        key = (numbers[s.thread], row)
-        name = _row_name(key[0], row, only_receives[(s.device, tid)])
-        lanes[(s.device, tid)] = (name, sort_index[key])
+    lanes = {(s.device, tid): (_row_name(*key, only_receives[(s.device, tid)]), sort_index[key])
+             for s, key, tid in zip(stats, keys, tids)}
     return tids, lanes
 
 
