@@ -124,10 +124,26 @@ __all__ += ["stop_gradient"]
 
 
 # -- ZerosLike / OnesLike -----------------------------------------------------------------------
+# Below this many elements a ZerosLike/OnesLike of a fully known shape is a constant (as
+# ``zeros``/``ones`` make a Const below 1,000 elements): constant folding then removes it and
+# what follows from it, such as the reshape of the ``OnesLike(loss)`` every gradient starts from.
+SMALL_FILL_ELEMENTS = 1000
+
+
+def _static_fill(fill):
+    def static_value(op):
+        shape = op.inputs[0].shape
+        n = shape.num_elements()
+        if n is None or n >= SMALL_FILL_ELEMENTS:
+            return None
+        return np.full(shape.as_list(), fill, dtype=op.inputs[0].dtype.np)
+    return static_value
+
+
 register(OpDef("ZerosLike", same_as_input, lambda attrs, xp: xp.zeros_like, grad=NO_GRADIENT,
-               fusion="elementwise"))
+               fusion="elementwise", static_value=_static_fill(0)))
 register(OpDef("OnesLike", same_as_input, lambda attrs, xp: xp.ones_like, grad=NO_GRADIENT,
-               fusion="elementwise"))
+               fusion="elementwise", static_value=_static_fill(1)))
 
 
 def zeros_like(tensor, dtype=None, name=None) -> Tensor:

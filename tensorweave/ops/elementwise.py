@@ -29,16 +29,93 @@ INDEX_TYPES = frozenset({"int32", "int64"})
 BOOL = frozenset({"bool"})
 
 
-def unbroadcast(grad: Tensor, like: Tensor) -> Tensor:
-    """Sum ``grad`` over the axes along which ``like`` was broadcast, back to ``like``'s shape."""
+def unbroadcast(grad: Tensor, like: Tensor, others=None) -> Tensor:
+    """Sum ``grad`` over the axes along which ``like`` was broadcast, back to ``like``'s shape.
+
+    ``others`` are the other operands that broadcast with ``like`` into ``grad``'s shape, when
+    the caller knows them (None: unknown). When static shapes decide the axes — as for a bias
+    ``[256]`` added to ``[?, 256]`` — the gradient is one ``Sum`` over constant axes (or
+    ``grad`` itself), built once here, instead of a Shape/BroadcastGradientArgs/Sum/Reshape
+    chain that finds the same axes at every step. The sums are the same numpy reductions over
+    the same axes either way, so the values are bitwise the same.
+    """
     from tensorweave.ops.array import reshape, shape
     from tensorweave.ops.reduction import reduce_sum  # reduction imports this module
     if grad.shape.is_fully_defined() and like.shape.is_fully_defined() \
             and grad.shape == like.shape:
         return grad
+    axes = static_reduction_axes(grad.shape, like.shape,
+                                 None if others is None else [t.shape for t in others])
+    if axes is not None:
+        return _sum_to_like(grad, like, axes)
     axes = apply_op("BroadcastGradientArgs", [shape(grad), shape(like)]).outputs[0]
     summed = reduce_sum(grad, axis=axes, keepdims=True)
     return reshape(summed, shape(like))
+
+
+def static_reduction_axes(grad_shape, like_shape, other_shapes=None):
+    """The axes of a broadcast result (``grad_shape``) to sum to get back to ``like_shape``, as
+    a sorted list, when static shapes decide them; None when only the running step can tell.
+
+    ``other_shapes`` are the shapes of the operands broadcast with ``like`` (None: unknown).
+    An axis where ``like`` has a known 1 is summed even when the result may also have a 1 there:
+    a sum over one element is that element, bit for bit. An unknown dim of ``like`` needs no sum
+    when no other operand can have stretched it: each of them lacks that axis or has a known 1
+    there (then the result's dim is ``like``'s own).
+    """
+    grad_dims, like_dims = grad_shape.as_tuple(), like_shape.as_tuple()
+    if grad_dims is None or like_dims is None or len(grad_dims) < len(like_dims):
+        return None
+    rank, lead = len(grad_dims), len(grad_dims) - len(like_dims)
+    others = None if other_shapes is None else [s.as_tuple() for s in other_shapes]
+    if others is not None and any(dims is None for dims in others):
+        others = None
+    axes = list(range(lead))
+    for i, d in enumerate(like_dims):
+        axis, g = lead + i, grad_dims[lead + i]
+        if d == 1:
+            if g != 1:
+                axes.append(axis)
+        elif d is None and g != 1 and not _only_like_sizes(axis, rank, others):
+            return None
+    return axes
+
+
+def _only_like_sizes(axis, rank, others) -> bool:
+    """True when no operand in ``others`` (dims tuples, or None: unknown) can have stretched
+    the result's ``axis``: each lacks that axis or has a known 1 there."""
+    if others is None:
+        return False
+    for dims in others:
+        j = axis - (rank - len(dims))
+        if j >= 0 and dims[j] != 1:
+            return False
+    return True
+
+
+def _sum_to_like(grad: Tensor, like: Tensor, axes) -> Tensor:
+    """``grad`` summed over the constant ``axes`` and shaped like ``like``."""
+    from tensorweave.ops.array import reshape, shape
+    from tensorweave.ops.reduction import reduce_sum
+    lead = grad.shape.rank - like.shape.rank
+    if not axes:
+        return grad
+    if axes[-1] < lead:  # only leading axes: dropping them gives like's shape
+        return reduce_sum(grad, axis=axes, keepdims=False)
+    summed = reduce_sum(grad, axis=axes, keepdims=True)
+    if lead == 0:  # the summed axes are like's 1s: keeping them gives like's shape
+        return summed
+    return reshape(summed, static_reshape_target(like.shape.as_list()) or shape(like))
+
+
+def static_reshape_target(dims):
+    """``dims`` (ints, None for unknown) as a constant reshape target — -1 for the one unknown
+    dim — or None when they need a Shape op: two unknowns, or an unknown next to a 0 (-1 cannot
+    be resolved against a 0 dim)."""
+    unknown = [d for d in dims if d is None]
+    if len(unknown) > 1 or (unknown and 0 in dims):
+        return None
+    return [-1 if d is None else d for d in dims]
 
 
 # -- shared pieces: dtype checks, inference factories, kernel wrappers ----------------------------
@@ -97,12 +174,12 @@ def _binary(op_type, x, y, name, default_name=None):
 
 def _unbroadcast_both(op, gx, gy):
     x, y = op.inputs
-    return [unbroadcast(gx, x), unbroadcast(gy, y)]
+    return [unbroadcast(gx, x, [y]), unbroadcast(gy, y, [x])]
 
 
 # -- Add ----------------------------------------------------------------------------------------
 register(OpDef("Add", broadcast_inputs, lambda attrs, xp: xp.add, fusion="broadcast",
-               grad=lambda op, g: [unbroadcast(g, op.inputs[0]), unbroadcast(g, op.inputs[1])]))
+               grad=lambda op, g: _unbroadcast_both(op, g, g)))
 
 
 def add(x, y, name=None) -> Tensor:
@@ -399,8 +476,8 @@ def _select_v2_infer(op):
 def _select_v2_grad(op, g):
     condition, x, y = op.inputs
     zeros = array_ops.zeros_like(g)
-    return [None, unbroadcast(select_v2(condition, g, zeros), x),
-            unbroadcast(select_v2(condition, zeros, g), y)]
+    return [None, unbroadcast(select_v2(condition, g, zeros), x, [condition, y]),
+            unbroadcast(select_v2(condition, zeros, g), y, [condition, x])]
 
 
 register(OpDef("SelectV2", _select_v2_infer, _ufunc("where"), fusion="broadcast",

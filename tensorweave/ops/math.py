@@ -342,8 +342,8 @@ def _clip_grad(op, g):
     zeros = array_ops.zeros_like(g)
     below, above = less(t, low), greater(t, high)
     inside = logical_not(logical_or(below, above))
-    return [select_v2(inside, g, zeros), unbroadcast(select_v2(below, g, zeros), low),
-            unbroadcast(select_v2(above, g, zeros), high)]
+    return [select_v2(inside, g, zeros), unbroadcast(select_v2(below, g, zeros), low, [t, high]),
+            unbroadcast(select_v2(above, g, zeros), high, [t, low])]
 
 
 register(OpDef("ClipByValue", _clip_infer, _clip_kernel, grad=_clip_grad, fusion="broadcast"))

@@ -16,6 +16,8 @@ Each imports only the modules listed before it, so the family has no import cycl
 
 from __future__ import annotations
 
+import numpy as np
+
 from tensorweave import errors
 from tensorweave.graph.core import Tensor
 from tensorweave.graph.shapes import TensorShape
@@ -185,6 +187,8 @@ def _xent_kernel(attrs, xp):
     axis = attrs["axis"]
 
     def softmax_cross_entropy(logits, labels):
+        if xp is np and logits.size and logits.shape == labels.shape:
+            return _xent_in_place(logits, labels, axis)
         shifted = _shifted_logits(xp, logits, axis) if logits.size else logits
         sum_exp = xp.sum(xp.exp(shifted), axis=axis, keepdims=True)
         log_probs = shifted - xp.log(sum_exp)
@@ -193,6 +197,21 @@ def _xent_kernel(attrs, xp):
         backprop = xp.exp(log_probs) * xp.sum(labels, axis=axis, keepdims=True) - labels
         return loss, backprop
     return softmax_cross_entropy
+
+
+def _xent_in_place(logits, labels, axis):
+    """The kernel's formulas with numpy's ufuncs called directly and two buffers reused: the
+    same operations on the same values in the same order (so the same bits), without the
+    temporaries and Python wrappers that cost as much as the arithmetic on a [100, 10] batch."""
+    shifted = np.subtract(logits, np.maximum.reduce(logits, axis=axis, keepdims=True))
+    scratch = np.exp(shifted)
+    log_sum_exp = np.log(np.add.reduce(scratch, axis=axis, keepdims=True))
+    log_probs = np.subtract(shifted, log_sum_exp, out=shifted)
+    loss = np.negative(np.add.reduce(np.multiply(labels, log_probs, out=scratch), axis=axis))
+    backprop = np.exp(log_probs, out=scratch)
+    np.multiply(backprop, np.add.reduce(labels, axis=axis, keepdims=True), out=backprop)
+    np.subtract(backprop, labels, out=backprop)
+    return loss, backprop
 
 
 def _xent_grad(op, g_loss, g_backprop):

@@ -12,6 +12,7 @@ import numpy as np
 from tensorweave.graph.core import Tensor
 from tensorweave.graph.shapes import TensorShape
 from tensorweave.ops import array as array_ops
+from tensorweave.ops import loops
 from tensorweave.ops.common import INTEGERS, check_dtype, convert_to_tensor, output
 from tensorweave.ops.conv import (_CONV_TYPES, _crop, _dims4, _four_ints, _nhwc_only, _pad,
                                   _padding_arg, _shape_argument, _static_output_size, _tap,
@@ -160,6 +161,10 @@ def _max_pool_grad_tiled(xp, x, y, g, win: _Window):
     (N, OH, KH, OW, KW, C) tiles, so hits and gradients are a few whole-array operations."""
     n, _, _, c = x.shape
     (oh, ow), (kh, kw) = win.out, win.kernel
+    if x.shape[1:3] == (oh * kh, ow * kw) and loops.use_loops(x, y, g):  # no padding
+        result = xp.empty(x.shape, dtype=g.dtype)
+        loops.max_pool_grad_tiles(x, y, g, win.kernel, bool(xp.isfinite(g).all()), result)
+        return result
     padded = _pad(xp, x, win, np.nan)
     tiles = padded[:, :oh * kh, :ow * kw, :].reshape(n, oh, kh, ow, kw, c)
     hits = tiles == y[:, :, None, :, None, :]

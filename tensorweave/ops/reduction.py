@@ -19,7 +19,7 @@ from tensorweave.ops import array as array_ops
 from tensorweave.ops.common import NUMBERS, convert_to_tensor, output
 from tensorweave.ops.elementwise import (BOOL, INDEX_TYPES, _require, cast, equal, floordiv,
                                          logical_and, logical_not, maximum, multiply, not_equal,
-                                         realdiv, select_v2)
+                                         realdiv, select_v2, static_reshape_target)
 from tensorweave.ops.registry import (NO_GRADIENT, Cost, OpDef, apply_op, constant_value,
                                       default_cost, register)
 
@@ -137,15 +137,43 @@ def _reduce(op_type, input_tensor, axis, keepdims, name, reduction_indices, keep
 
 # -- gradient helpers shared by the reductions --
 def _keepdims(op, t: Tensor) -> Tensor:
-    """``t`` (an output or output gradient of reduction ``op``) in the keep_dims shape."""
+    """``t`` (an output or output gradient of reduction ``op``) in the keep_dims shape.
+
+    When the rank and the axes are static, the shape is a constant (with -1 for one unknown
+    dim) rather than a ReducedShape of a Shape computed at every step.
+    """
     if op.attrs["keep_dims"]:
         return t
     x, axes = op.inputs
+    dims = _static_keepdims_dims(op)
+    target = None if dims is None else static_reshape_target(dims)
+    if target is not None:
+        return array_ops.reshape(t, target)
     if op.attrs.get("all_axes", False):
         target = array_ops.ones_like(array_ops.shape(x))
     else:
         target = output(apply_op("ReducedShape", [array_ops.shape(x), axes]))
     return array_ops.reshape(t, target)
+
+
+def _static_reduced_axes(op):
+    """The axes reduction ``op`` reduces, as a set, when static (the rank and the axes)."""
+    x, axes = op.inputs
+    rank = x.shape.rank
+    if rank is None:
+        return None
+    if op.attrs.get("all_axes", False):
+        return set(range(rank))
+    value = constant_value(axes)
+    return None if value is None else _static_axes(value, rank)
+
+
+def _static_keepdims_dims(op):
+    """The keep_dims shape of ``op``'s output (None for unknown dims), when the axes are static."""
+    reduced = _static_reduced_axes(op)
+    if reduced is None:
+        return None
+    return [1 if i in reduced else d for i, d in enumerate(op.inputs[0].shape.as_list())]
 
 
 def _like_reduction(op_type, op, t: Tensor) -> Tensor:
@@ -162,13 +190,24 @@ def _broadcast_like(t: Tensor, x: Tensor) -> Tensor:
     return array_ops.broadcast_to(t, array_ops.shape(x))
 
 
-def _element_count(x: Tensor, y: Tensor, dtype):
-    """How many elements of ``x`` went into each element of ``y``: an int, or a tensor."""
+def _element_count(op, dtype):
+    """How many elements of reduction ``op``'s input went into each element of its output: an
+    int when static shapes tell (all of them, or the reduced dims), else a tensor."""
+    x, y = op.inputs[0], op.outputs[0]
     nx, ny = x.shape.num_elements(), y.shape.num_elements()
     if nx is not None and ny is not None:
         return nx // builtins.max(ny, 1)
-    sizes = [array_ops.size(t, out_type=dtypes.int64) for t in (x, y)]
-    return cast(floordiv(sizes[0], maximum(sizes[1], 1)), dtype)
+    reduced = _static_reduced_axes(op)
+    dims = x.shape.as_list() if reduced is not None else None
+    if reduced is not None and all(dims[a] is not None for a in reduced):
+        # Equal to nx // ny whenever the gradient has elements (ny == 0 empties it).
+        return int(np.prod([dims[a] for a in reduced], dtype=np.int64))
+    size_x = array_ops.size(x, out_type=dtypes.int64)
+    if ny is not None:  # one Size op instead of two, and no division by 1
+        per_output = builtins.max(ny, 1)
+        return cast(size_x if per_output == 1 else floordiv(size_x, per_output), dtype)
+    size_y = array_ops.size(y, out_type=dtypes.int64)
+    return cast(floordiv(size_x, maximum(size_y, 1)), dtype)
 
 
 # -- ReducedShape: the keep_dims shape of a reduction, for gradients --
@@ -238,9 +277,8 @@ def _truncated_mean(xp, total, count, dtype):
 
 
 def _mean_grad(op, g):
-    x, y = op.inputs[0], op.outputs[0]
-    summed = _broadcast_like(_keepdims(op, g), x)
-    return [realdiv(summed, _element_count(x, y, g.dtype)), None]
+    summed = _broadcast_like(_keepdims(op, g), op.inputs[0])
+    return [realdiv(summed, _element_count(op, g.dtype)), None]
 
 
 _reduction_op("Mean", NUMBERS, _mean, _mean_grad)

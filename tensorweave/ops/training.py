@@ -16,6 +16,7 @@ import numpy as np
 
 from tensorweave import errors
 from tensorweave.graph.core import get_default_graph
+from tensorweave.ops import loops
 from tensorweave.ops.common import FLOATS, convert_to_tensor, output
 from tensorweave.ops.registry import NO_GRADIENT, OpDef, apply_op, register
 
@@ -97,8 +98,12 @@ def _gradient_descent_kernel(attrs, xp):
     def apply_gradient_descent_kernel(ctx, alpha, delta):
         var = _read(ctx, var_name, delta)
         # One fresh array, computed in place: the stored value is read-only and stays intact.
-        new = xp.multiply(delta, alpha, out=_empty_like(ctx, xp, var))
-        xp.subtract(var, new, out=new)
+        new = _empty_like(ctx, xp, var)
+        if loops.use_loops(var, delta):
+            loops.gradient_descent(var, var.dtype.type(alpha), delta, new)
+        else:
+            xp.multiply(delta, alpha, out=new)
+            xp.subtract(var, new, out=new)
         return _write(ctx, xp, var_name, new, var.dtype)
     return apply_gradient_descent_kernel
 
@@ -149,24 +154,38 @@ def _adam_kernel(attrs, xp):
         var = _read(ctx, var_name, grad)
         one = _one(xp, grad)
         lr_t = lr * xp.sqrt(one - beta2_power) / (one - beta1_power)
-        # Three fresh arrays written in place (m, v, and a scratch that becomes the new var):
-        # each pass over memory does one step of the formula, with no other temporaries.
-        scratch = xp.multiply(grad, one - beta1, out=_empty_like(ctx, xp, var))
-        m = xp.multiply(_read(ctx, m_name, grad), beta1, out=_empty_like(ctx, xp, var))
-        xp.add(m, scratch, out=m)
-        xp.multiply(grad, grad, out=scratch)
-        xp.multiply(scratch, one - beta2, out=scratch)
-        v = xp.multiply(_read(ctx, v_name, grad), beta2, out=_empty_like(ctx, xp, var))
-        xp.add(v, scratch, out=v)
-        xp.sqrt(v, out=scratch)
-        xp.add(scratch, epsilon, out=scratch)
-        xp.divide(m, scratch, out=scratch)
-        xp.multiply(scratch, lr_t, out=scratch)
-        new_var = xp.subtract(var, scratch, out=scratch)
+        old_m, old_v = _read(ctx, m_name, grad), _read(ctx, v_name, grad)
+        # Three fresh arrays (m, v, and one that becomes the new var).
+        new_var, m, v = (_empty_like(ctx, xp, var) for _ in range(3))
+        if loops.use_loops(var, old_m, old_v, grad):
+            scalar = var.dtype.type
+            loops.adam(var, old_m, old_v, grad, scalar(beta1), scalar(one - beta1),
+                       scalar(beta2), scalar(one - beta2), scalar(epsilon), scalar(lr_t),
+                       new_var, m, v)
+        else:
+            _adam_passes(xp, var, old_m, old_v, grad, one, beta1, beta2, epsilon, lr_t,
+                         new_var, m, v)
         _write(ctx, xp, m_name, m, var.dtype)
         _write(ctx, xp, v_name, v, var.dtype)
         return _write(ctx, xp, var_name, new_var, var.dtype)
     return apply_adam_kernel
+
+
+def _adam_passes(xp, var, old_m, old_v, grad, one, beta1, beta2, epsilon, lr_t, new_var, m, v):
+    """Adam's formula in whole-array passes written in place (``new_var`` doubles as the
+    scratch): the reference that ``loops.adam`` computes in one pass, to the bit."""
+    scratch = xp.multiply(grad, one - beta1, out=new_var)
+    xp.multiply(old_m, beta1, out=m)
+    xp.add(m, scratch, out=m)
+    xp.multiply(grad, grad, out=scratch)
+    xp.multiply(scratch, one - beta2, out=scratch)
+    xp.multiply(old_v, beta2, out=v)
+    xp.add(v, scratch, out=v)
+    xp.sqrt(v, out=scratch)
+    xp.add(scratch, epsilon, out=scratch)
+    xp.divide(m, scratch, out=scratch)
+    xp.multiply(scratch, lr_t, out=scratch)
+    xp.subtract(var, scratch, out=scratch)
 
 
 _ADAM_INPUTS = ("beta1_power", "beta2_power", "lr", "beta1", "beta2", "epsilon", "grad")

@@ -160,6 +160,11 @@ CONV = [
     backprop_input_case((1, 5, 5, 1), (3, 3, 1, 2), (2, 2), "VALID", name="valid_stride2"),
     backprop_input_case((1, 5, 5, 1), (2, 2, 1, 2), (1, 1), "SAME", dilations=(2, 2),
                         name="dilation2"),
+    # 16+ channels at stride 1: the input gradient is a correlation with the flipped filter
+    backprop_input_case((2, 5, 4, 16), (3, 3, 16, 3), (1, 1), "SAME", name="same_16_channels"),
+    backprop_input_case((1, 6, 5, 16), (2, 3, 16, 2), (1, 1), "SAME", name="even_kernel_16"),
+    backprop_input_case((1, 7, 7, 17), (2, 3, 17, 2), (1, 1), "VALID", dilations=(2, 1),
+                        name="valid_dilated_17"),
     backprop_filter_case((1, 4, 4, 2), (3, 3, 2, 2), (1, 1), "SAME", name="same"),
     backprop_filter_case((1, 5, 5, 1), (2, 2, 1, 2), (2, 2), "SAME", name="same_stride2"),
     backprop_filter_case((1, 5, 5, 1), (2, 2, 1, 2), (1, 1), "VALID", dilations=(2, 2),

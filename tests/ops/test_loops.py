@@ -1,0 +1,147 @@
+"""The compiled loops of ``ops/loops.py`` give numpy's results to the bit.
+
+Each kernel that has a loop is run twice on the same inputs — with its loop, and with
+``TENSORWEAVE_CPU_BACKEND=numpy``, which makes it run its numpy code — and the outputs must have
+the same bytes: values, signed zeros, infinities and NaNs. Inputs are large enough for the loops
+to run (``LOOP_MIN_ELEMENTS``) and hold the special values.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from tensorweave.ops import loops, registry
+
+pytestmark = pytest.mark.skipif(not loops.use_loops(np.zeros(loops.LOOP_MIN_ELEMENTS,
+                                                            np.float32)),
+                                reason="numba is not installed (the optional 'fast' extra)")
+
+SPECIAL = [0.0, -0.0, np.inf, -np.inf, np.nan, 1e-30, -1e-30, 3.0e38]
+
+
+class FakeContext:
+    """The part of a step context that update kernels use: variables and fresh buffers."""
+
+    def __init__(self, values):
+        self.values = dict(values)
+
+    def read_variable(self, name, op=None):
+        return self.values[name]
+
+    def write_variable(self, name, value):
+        self.values[name] = value
+
+    def empty_like(self, like):
+        return np.empty_like(like)
+
+
+def with_specials(array, rng):
+    flat = array.reshape(-1)
+    positions = rng.choice(flat.size, size=4 * len(SPECIAL), replace=False)
+    for i, p in enumerate(positions):
+        flat[p] = SPECIAL[i % len(SPECIAL)]
+    return array
+
+
+def random_array(rng, shape, dtype, scale=1.0, specials=True):
+    array = (rng.standard_normal(shape) * scale).astype(dtype)
+    return with_specials(array, rng) if specials else array
+
+
+def same_bytes(a, b) -> bool:
+    a, b = np.asarray(a), np.asarray(b)
+    return a.shape == b.shape and a.dtype == b.dtype and a.tobytes() == b.tobytes()
+
+
+def run_both(monkeypatch, run):
+    """``run()`` with the loops, then with numpy only."""
+    with np.errstate(all="ignore"):  # as in a step: inf and NaN are among the inputs
+        monkeypatch.delenv("TENSORWEAVE_CPU_BACKEND", raising=False)
+        with_loops = run()
+        monkeypatch.setenv("TENSORWEAVE_CPU_BACKEND", "numpy")
+        plain = run()
+    return with_loops, plain
+
+
+def test_use_loops_needs_numba_size_and_a_float_dtype(monkeypatch):
+    big = np.zeros(loops.LOOP_MIN_ELEMENTS, np.float32)
+    assert loops.use_loops(big, big)
+    assert not loops.use_loops(big[:-1])
+    assert not loops.use_loops(big.astype(np.float16))
+    assert not loops.use_loops(big, big.astype(np.float64))
+    monkeypatch.setenv("TENSORWEAVE_CPU_BACKEND", "numpy")
+    assert not loops.use_loops(big)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_adam_loop_equals_the_numpy_passes(monkeypatch, dtype):
+    rng = np.random.default_rng(0)
+    shape = (257, 131)  # not a multiple of any vector width
+    values = {"w": random_array(rng, shape, dtype), "m": random_array(rng, shape, dtype, 0.1),
+              "v": np.abs(random_array(rng, shape, dtype, 0.1))}
+    values["v"].reshape(-1)[:3] = [np.nan, np.inf, -0.0]
+    grad = random_array(rng, shape, dtype, 0.01)
+    kernel = registry.get("ApplyAdam").kernel({"var": "w", "m": "m", "v": "v"}, np)
+    scalars = [np.asarray(s, dtype) for s in (0.9 ** 3, 0.999 ** 3, 1e-3, 0.9, 0.999, 1e-8)]
+
+    def run():
+        ctx = FakeContext(values)
+        result = kernel(ctx, *scalars, grad)
+        return [result, ctx.values["m"], ctx.values["v"]]
+
+    with_loops, plain = run_both(monkeypatch, run)
+    for a, b in zip(with_loops, plain):
+        assert same_bytes(a, b)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_gradient_descent_loop_equals_the_numpy_passes(monkeypatch, dtype):
+    rng = np.random.default_rng(1)
+    values = {"w": random_array(rng, (300, 200), dtype)}
+    delta = random_array(rng, (300, 200), dtype).T.copy().T  # not C-contiguous: copied first
+    kernel = registry.get("ApplyGradientDescent").kernel({"var": "w"}, np)
+
+    def run():
+        ctx = FakeContext(values)
+        return kernel(ctx, np.asarray(0.1, dtype), delta)
+
+    with_loops, plain = run_both(monkeypatch, run)
+    assert same_bytes(with_loops, plain)
+
+
+POOL_2X2 = {"ksize": [1, 2, 2, 1], "strides": [1, 2, 2, 1], "padding": "SAME",
+            "data_format": "NHWC"}
+
+
+def max_pool_case(rng, shape, dtype, ties: bool):
+    x = rng.standard_normal(shape).astype(dtype)
+    if ties:
+        x = np.maximum(x, 0)  # relu outputs: windows of zeros tie everywhere
+    x.reshape(-1)[:5] = [np.nan, -0.0, np.inf, -np.inf, 0.0]
+    y = registry.get("MaxPool").kernel(POOL_2X2, np)(x)
+    return x, y
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("ties", [False, True])
+@pytest.mark.parametrize("finite", [True, False])
+def test_max_pool_grad_loop_equals_the_numpy_path(monkeypatch, dtype, ties, finite):
+    rng = np.random.default_rng(2)
+    x, y = max_pool_case(rng, (3, 28, 26, 32), dtype, ties)
+    g = rng.standard_normal(y.shape).astype(dtype)  # negative values: 0 * g is -0.0
+    if not finite:
+        g.reshape(-1)[:2] = [np.inf, np.nan]
+    kernel = registry.get("MaxPoolGrad").kernel(POOL_2X2, np)
+    with_loops, plain = run_both(monkeypatch, lambda: kernel(x, y, g))
+    assert same_bytes(with_loops, plain)
+    assert with_loops.flags.c_contiguous
+
+
+def test_max_pool_grad_with_padding_keeps_the_numpy_path(monkeypatch):
+    rng = np.random.default_rng(3)
+    x, y = max_pool_case(rng, (4, 27, 27, 64), np.float32, ties=True)  # SAME pads 27 -> 28
+    g = rng.standard_normal(y.shape).astype(np.float32)
+    kernel = registry.get("MaxPoolGrad").kernel(POOL_2X2, np)
+    with_loops, plain = run_both(monkeypatch, lambda: kernel(x, y, g))
+    assert same_bytes(with_loops, plain)
