@@ -34,7 +34,7 @@ from tensorweave.placement.partition import partition
 
 class CompiledStep:
     def __init__(self, graph, fetches, feeds, targets, config, pool_factory, cluster=None,
-                 device_pool_factory=None, feed_shapes=None):
+                 device_pool_factory=None, feed_shapes=None, remote=None, pins=None):
         self.graph = graph
         self.fetches = list(fetches)
         self.feeds = list(feeds)
@@ -44,7 +44,8 @@ class CompiledStep:
         feed_names = [t.name for t in self.feeds]
         self.plan = None
         self.partitions = None
-        if cluster is None or len(cluster) == 1:
+        self.remote = remote
+        if remote is None and (cluster is None or len(cluster) == 1):
             device = "" if cluster is None else next(iter(cluster)).name
             self.device_programs = [DeviceProgram(graph, self.optimized, feed_names,
                                                   len(self.fetches), config, pool_factory)]
@@ -54,15 +55,30 @@ class CompiledStep:
             self._runner = self.device_programs[0]
             self.devices = [device] if device else []
             return
+        for op in self.optimized.get_operations():
+            if pins and op.type == "VariableV2" and op.name in pins:
+                op._set_device(pins[op.name])  # where the session keeps this variable
         cost_model = CostModel(cluster, feed_shapes=self._arg_shapes(feed_shapes))
         self.plan = place(self.optimized, cluster, strategy=config.placement_strategy,
                           allow_soft_placement=config.allow_soft_placement,
                           cost_model=cost_model)
-        self.partitions = partition(self.optimized, self.plan.placement,
-                                    transfer_dtype=config.transfer_dtype,
-                                    tensor_bytes=cost_model.output_bytes)
+        self.partitions = partition(
+            self.optimized, self.plan.placement, transfer_dtype=config.transfer_dtype,
+            tensor_bytes=cost_model.output_bytes,
+            incarnations=remote.device_incarnations() if remote is not None else None)
         if config.dump_dir:
             self._dump_partitions(config.dump_dir)
+        self.devices = list(self.partitions.graphs)
+        if remote is not None:
+            from tensorweave.executor.remote import RemoteProgram  # noqa: PLC0415 (Ray)
+            self.device_programs = []
+            self.program = RemoteProgram(remote, self.partitions, graph, feed_names,
+                                         len(self.fetches), config)
+            self.schedule = None
+            self.ops = [op for g in self.partitions.graphs.values()
+                        for op in g.get_operations()]
+            self._runner = self.program
+            return
         self.device_programs = [
             DeviceProgram(graph, part, feed_names, len(self.fetches), config, pool_factory,
                           device=device, xp=_array_module(cluster.device(device)),
@@ -95,7 +111,12 @@ class CompiledStep:
 
     @property
     def parallel(self) -> bool:
-        return len(self.device_programs) > 1 or self.device_programs[0].parallel
+        return len(self.device_programs) != 1 or self.device_programs[0].parallel
+
+    @property
+    def stale(self) -> bool:
+        """Whether a remote task restarted since this step was registered there."""
+        return self.remote is not None and self.program.stale
 
     def run(self, ctx, feed_values, run_metadata=None):
         # Floating-point warnings are off for the whole step: like TF, ops return inf/nan
@@ -120,7 +141,7 @@ class CompiledStep:
             run_metadata.partitions = self.partitions
 
     def _translate(self, exc, tb):
-        if len(self.device_programs) > 1:
+        if len(self.device_programs) != 1:
             return exc  # each device's program translated its own failure
         return self.device_programs[0].translate(exc, tb)
 

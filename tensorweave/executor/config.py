@@ -24,6 +24,8 @@ class ConfigProto:
     * ``placement_strategy``: "default", "etf" or "critical_path".
     * ``operation_timeout_in_ms``: deadline of a blocking receive (0 = none).
     * ``transfer_dtype``: "float16"/"bfloat16" to compress float32 tensors on cut edges.
+    * ``cluster_def``: the tasks of a remote Session (a ``tw.train.ClusterSpec`` or its dict);
+      ``device_count`` then gives each task's devices.
     """
 
     inter_op_parallelism_threads: int = 0
@@ -38,6 +40,7 @@ class ConfigProto:
     placement_strategy: str = "default"
     operation_timeout_in_ms: int = 0
     transfer_dtype: str | None = None
+    cluster_def: object = None
 
 
 @dataclasses.dataclass

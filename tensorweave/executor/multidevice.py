@@ -31,7 +31,9 @@ class MultiDeviceProgram:
         self.timeout_ms = timeout_ms
 
     def run(self, ctx, feed_values, stats=None, t0=0.0):
-        rendezvous = ctx.rendezvous = Rendezvous(self.timeout_ms)
+        # A remote task's step comes with a rendezvous that also routes to other tasks.
+        own = ctx.rendezvous is None
+        rendezvous = ctx.rendezvous = ctx.rendezvous or Rendezvous(self.timeout_ms)
         failures: list = []
         lock = threading.Lock()
         first, *others = self.programs
@@ -39,7 +41,8 @@ class MultiDeviceProgram:
                                            failures, lock) for p in others]
         outcomes = [self._run_one(first, ctx, feed_values, stats, t0, failures, lock)]
         outcomes += [f.result() for f in futures]
-        ctx.rendezvous = None
+        if own:
+            ctx.rendezvous = None
         if failures:
             raise _primary(failures)
         if rendezvous.aborted:  # cannot happen without a failure; guard the invariant

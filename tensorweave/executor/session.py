@@ -20,6 +20,8 @@ from tensorweave.executor.compile import CompiledStep
 from tensorweave.executor.config import ConfigProto
 from tensorweave.executor.context import StepContext, VariableStore
 from tensorweave.executor.fetches import FetchStructure, resolve, structure_key
+from tensorweave.executor.remote import (RemoteCluster, RemoteVariableStore, parse_target,
+                                         task_label)
 from tensorweave.graph import core
 from tensorweave.graph.core import Tensor
 from tensorweave.placement.api import plan as placement_plan
@@ -45,6 +47,13 @@ class Session:
         self._pool = None
         self._device_pool = None
         self._cluster = None
+        self._pins: dict = {}           # VariableV2 op name -> the device that keeps it
+        self._pinned_ops = 0            # graph size when the pins were last computed
+        self._remote = None
+        if parse_target(target) is not None:
+            self._remote = RemoteCluster(target, self.config.cluster_def,
+                                         self.config.device_count or None)
+            self._store = RemoteVariableStore(self._remote, self._owner_of)
 
     # -- running ----------------------------------------------------------------------------
     def run(self, fetches, feed_dict=None, options=None, run_metadata=None):
@@ -68,7 +77,7 @@ class Session:
         if it is new."""
         key = (structure_key(fetches), tuple(feed_dict))
         entry = self._steps.get(key)
-        if entry is None:
+        if entry is None or entry[1].stale:  # stale: a remote task restarted since
             entry = self._compile(fetches, feed_dict)
             self._steps[key] = entry
         return entry
@@ -86,7 +95,8 @@ class Session:
             checks.append(FeedCheck(tensor))
         step = CompiledStep(self.graph, structure.tensors, feeds, structure.targets, self.config,
                             self._thread_pool, self.cluster, self._device_threads,
-                            feed_shapes=[_shape_or_none(v) for v in feed_dict.values()])
+                            feed_shapes=[_shape_or_none(v) for v in feed_dict.values()],
+                            remote=self._remote, pins=self._variable_pins())
         self._log_placement(step, fetches, feed_dict)
         return structure, step, checks
 
@@ -130,10 +140,46 @@ class Session:
 
     @property
     def cluster(self) -> Cluster:
-        """The devices this session runs on: ``Cluster.local(config)``."""
+        """The devices this session runs on: ``Cluster.local(config)``, or the devices of the
+        remote tasks."""
         if self._cluster is None:
-            self._cluster = Cluster.local(self.config)
+            self._cluster = (self._remote.placement_cluster if self._remote is not None
+                             else Cluster.local(self.config))
         return self._cluster
+
+    @property
+    def remote_tasks(self) -> dict:
+        """``{"/job:worker/task:0": {"pid", "host", "node", "incarnation"}, ...}`` for a remote
+        session (empty in-process)."""
+        if self._remote is None:
+            return {}
+        return {task_label(t): dict(info) for t, info in self._remote.nodes.items()}
+
+    def _variable_pins(self) -> dict:
+        """Where each variable lives, fixed for the session: one placement of the whole
+        graph decides it the first time a variable is seen, so every compiled step reads and
+        updates it on the same device (on one device there is nothing to decide)."""
+        if self._remote is None and len(self.cluster) == 1:
+            return {}
+        ops = self.graph.get_operations()
+        if len(ops) != self._pinned_ops:
+            variables = [op for op in ops if op.type == "VariableV2"]
+            if any(op.name not in self._pins for op in variables):
+                whole = placement_plan(self.graph, self.cluster,
+                                       strategy=self.config.placement_strategy,
+                                       allow_soft_placement=self.config.allow_soft_placement)
+                for op in variables:
+                    self._pins.setdefault(op.name, whole.device_of(op.name))
+            self._pinned_ops = len(ops)
+        return self._pins
+
+    def _owner_of(self, store_name: str):
+        """The remote task that keeps the variable stored as ``store_name``."""
+        pins = self._variable_pins()
+        for op in self.graph.get_operations():
+            if op.type == "VariableV2" and op.attrs.get("shared_name") == store_name:
+                return self._remote.task_of(pins[op.name])
+        raise KeyError(f"no variable of this session's graph is stored as {store_name!r}")
 
     def _device_threads(self):
         """Threads that run the partitions of multi-device steps (one per device; the calling
@@ -161,6 +207,8 @@ class Session:
             return
         self._closed = True
         self._steps.clear()
+        if self._remote is not None:
+            self._remote.shutdown()
         for pool in (self._pool, self._device_pool):
             if pool is not None:
                 pool.shutdown(wait=True)

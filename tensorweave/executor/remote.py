@@ -1,0 +1,550 @@
+"""Run a step's partitions on remote tasks: one long-lived Ray actor per task of the cluster.
+
+    sess = tw.Session(target="local:2")        # a local Ray instance, tasks /job:worker/task:0..1
+    sess = tw.Session(target="ray://auto", config=tw.ConfigProto(
+        cluster_def=tw.train.ClusterSpec({"worker": 2, "ps": 1})))
+
+Ray is the optional ``[distributed]`` extra and is imported only here, only when a Session asks
+for a remote target.
+
+What crosses the process boundary, and when:
+
+* once per compiled step, each task receives its partitions as GraphDef JSON (never a pickle of
+  code) with the feed and fetch indices they use; the task imports them and builds its own
+  ``DeviceProgram`` per device, kernels bound there;
+* each ``run`` sends each task only the feeds its partitions read, and brings back only the
+  fetches they make;
+* a ``_Send`` whose ``_Recv`` is on another task calls that task's ``deliver`` (an actor call
+  carrying the array; Ray moves large arrays through its shared-memory object store, zero-copy
+  on one node); sends between devices of one task stay in-process.
+
+Variables live on the task whose partition holds them and persist across steps. A step's
+updates are held by each task until the client says whether the whole step succeeded (in the
+next ``run`` call, or ``settle``), so a step that failed anywhere changes no variable anywhere.
+
+Failures: a task whose actor died or stopped answering turns the step into ``UnavailableError``
+naming the task; the others are told to abort the step, which wakes their receives. Every
+receive has a deadline (``operation_timeout_in_ms``, or ``DEFAULT_TIMEOUT_MS`` when that is 0).
+Each actor draws a fresh incarnation number when it starts; it is part of every rendezvous key
+it sends, and a task drops deliveries from an incarnation other than the one it was told, so
+nothing sent before a restart is taken for a current value. Actors restart automatically
+(``max_restarts``); a restarted task has lost its partitions and variables: the client
+re-registers partitions on the next run, and variables come back from a checkpoint
+(``tw.train.MonitoredTrainingSession`` does that).
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import sys
+import threading
+import time
+
+import numpy as np
+
+from tensorweave import errors
+
+DEFAULT_TIMEOUT_MS = 60_000
+_GRACE_SECONDS = 5.0        # how long the client waits for the others after one task failed
+
+
+# -- targets ---------------------------------------------------------------------------------------
+def parse_target(target: str):
+    """``("local", n)`` for ``local:<n>``, ``("ray", address)`` for ``ray://<address>``, None
+    for an in-process target."""
+    if not target:
+        return None
+    if target.startswith("local:"):
+        try:
+            n = int(target[len("local:"):])
+        except ValueError:
+            n = 0
+        if n < 1:
+            raise ValueError(f"Session target {target!r}: 'local:<n>' needs a worker count "
+                             f"of at least 1")
+        return ("local", n)
+    if target.startswith("ray://"):
+        return ("ray", target[len("ray://"):] or "auto")
+    raise ValueError(f"unknown Session target {target!r}: use '' (this process), 'local:<n>' "
+                     f"(a local Ray instance with n workers) or 'ray://<address>'")
+
+
+def _import_ray():
+    try:
+        import ray  # noqa: PLC0415 - the optional distributed extra
+    except ImportError:
+        raise ImportError("remote Session targets need Ray: pip install "
+                          "'tensorweave[distributed]'") from None
+    return ray
+
+
+def _ensure_ray(kind, where, num_cpus):
+    ray = _import_ray()
+    if ray.is_initialized():
+        return ray
+    os.environ.setdefault("RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO", "0")
+    if kind == "local":
+        # A local cluster listens on loopback only, has no dashboard, and keeps Ray's logs
+        # out of the user's terminal.
+        ray.init(num_cpus=max(num_cpus, 1), include_dashboard=False,
+                 _node_ip_address="127.0.0.1", log_to_driver=False,
+                 configure_logging=False)
+    else:
+        ray.init(address=where, log_to_driver=False, configure_logging=False)
+    return ray
+
+
+# -- the client's side -----------------------------------------------------------------------------
+class RemoteCluster:
+    """The tasks of a Session's cluster and their actors (one per task)."""
+
+    def __init__(self, target, spec, devices_per_task=None, max_restarts: int = -1):
+        from tensorweave.placement.devices import Cluster  # noqa: PLC0415 (import cycle)
+        kind, where = parse_target(target)
+        if spec is None:
+            if kind != "local":
+                raise ValueError("a 'ray://' target needs ConfigProto(cluster_def="
+                                 "tw.train.ClusterSpec({...})) to know its tasks")
+            spec = {"worker": where}
+        from tensorweave.train.cluster import ClusterSpec  # noqa: PLC0415 (import cycle)
+        self.spec = ClusterSpec(spec)
+        self.placement_cluster = Cluster.from_cluster_spec(self.spec, devices_per_task)
+        self.tasks = sorted({d.task_key for d in self.placement_cluster})
+        n = len(self.tasks)
+        self.ray = _ensure_ray(kind, where, n)
+        gpus = _gpus_per_task(devices_per_task)
+        actor = self.ray.remote(TaskWorker).options(
+            max_restarts=max_restarts, max_task_retries=0, max_concurrency=16,
+            num_cpus=0, num_gpus=gpus)
+        self.actors = {task: actor.remote(task) for task in self.tasks}
+        self.incarnations: dict = {}
+        self.nodes: dict = {}
+        self.backlog: dict = {task: [] for task in self.tasks}  # (step id, ok) not yet told
+        self.lock = threading.Lock()    # one remote step at a time per session
+        self.refresh()
+
+    def refresh(self):
+        """Ask every task for its incarnation (a new one after a restart) and where it runs;
+        tell every task who its peers are and which incarnations to accept."""
+        infos = self.ray.get([a.describe.remote() for a in self.actors.values()],
+                             timeout=120)
+        self.incarnations = {task: info["incarnation"] for task, info in zip(self.tasks, infos)}
+        self.nodes = {task: info for task, info in zip(self.tasks, infos)}
+        handles = dict(self.actors)
+        self.ray.get([a.set_peers.remote(handles, self.incarnations)
+                      for a in self.actors.values()], timeout=120)
+
+    def record(self, tasks, step_id: int, ok: bool):
+        for task in tasks:
+            self.backlog[task].append((step_id, ok))
+
+    def take_backlog(self, task) -> list:
+        backlog, self.backlog[task] = self.backlog[task], []
+        return backlog
+
+    def settle_all(self):
+        """Tell every task the outcome of every step it ran (before reading variables)."""
+        refs = [self.actors[t].settle.remote(self.take_backlog(t)) for t in self.tasks]
+        self.ray.get(refs, timeout=120)
+
+    def variables(self) -> dict:
+        self.settle_all()
+        merged: dict = {}
+        for values in self.ray.get([self.actors[t].variables.remote() for t in self.tasks],
+                                   timeout=120):
+            merged.update(values)
+        return merged
+
+    def device_incarnations(self) -> dict:
+        return {d.name: self.incarnations[d.task_key] for d in self.placement_cluster}
+
+    def task_of(self, device_name: str):
+        return self.placement_cluster.device(device_name).task_key
+
+    def pids(self) -> dict:
+        """``{task: process id}`` of each task's actor (for operations and fault tests)."""
+        return {task: info["pid"] for task, info in self.nodes.items()}
+
+    def shutdown(self):
+        for a in self.actors.values():
+            try:
+                self.ray.kill(a, no_restart=True)
+            except Exception:  # noqa: BLE001 - already gone
+                pass
+        self.actors = {}
+
+
+def _gpus_per_task(devices_per_task) -> float:
+    if isinstance(devices_per_task, dict):
+        value = devices_per_task.get("GPU", 0)
+        return float(value) if isinstance(value, (int, float)) else 0.0
+    return 0.0
+
+
+def task_label(task) -> str:
+    job, replica, index = task if len(task) == 3 else (task[0], 0, task[-1])
+    return f"/job:{job}/task:{index}"
+
+
+class RemoteProgram:
+    """The client's handle on one compiled step spread over remote tasks."""
+
+    _ids = iter(range(1, 1 << 62))
+    _id_lock = threading.Lock()
+
+    def __init__(self, remote: RemoteCluster, partitions, user_graph, feed_names, num_fetches,
+                 config):
+        from tensorweave.graph.serialization import to_json  # noqa: PLC0415
+        self.remote = remote
+        self.user_graph = user_graph
+        self.num_fetches = num_fetches
+        self.timeout_ms = config.operation_timeout_in_ms or DEFAULT_TIMEOUT_MS
+        with self._id_lock:
+            self.handle = next(self._ids)
+        by_task: dict = {}
+        for device, graph in partitions.graphs.items():
+            by_task.setdefault(remote.task_of(device), []).append((device, to_json(graph)))
+        self.payloads = {task: {"partitions": parts, "feed_names": list(feed_names),
+                                "num_fetches": num_fetches, "config": _config_dict(config)}
+                         for task, parts in by_task.items()}
+        self.incarnations = dict(remote.incarnations)
+        self.feed_indices: dict = {}
+        self.fetch_indices: dict = {}
+        self._register()
+
+    @property
+    def stale(self) -> bool:
+        """Whether a task restarted since this step was registered."""
+        return any(self.remote.incarnations.get(t) != inc for t, inc in self.incarnations.items())
+
+    def _register(self):
+        ray = self.remote.ray
+        tasks = list(self.payloads)
+        refs = [self.remote.actors[t].register.remote(self.handle, self.payloads[t])
+                for t in tasks]
+        results = self._gather(tasks, refs, None)
+        for task, result in zip(tasks, results):
+            self.feed_indices[task], self.fetch_indices[task] = result
+        del ray
+
+    def run(self, ctx, feed_values, stats=None, t0=0.0):
+        tasks = list(self.payloads)
+        remote = self.remote
+        with remote.lock:
+            wall0 = time.time()
+            refs = []
+            for task in tasks:
+                feeds = {i: feed_values[i] for i in self.feed_indices[task]}
+                refs.append(remote.actors[task].run.remote(
+                    self.handle, ctx.step_id, feeds, stats is not None,
+                    remote.take_backlog(task)))
+            try:
+                results = self._gather(tasks, refs, ctx.step_id)
+            except BaseException:
+                remote.record(tasks, ctx.step_id, False)
+                raise
+            remote.record(tasks, ctx.step_id, True)
+        values = [None] * self.num_fetches
+        for task, (fetched, task_stats, task_wall0) in zip(tasks, results):
+            for j, value in fetched.items():
+                values[j] = value
+            if stats is not None:
+                shift = (task_wall0 - wall0) * 1e6
+                for s in task_stats:
+                    s.start_us += shift
+                    s.end_us += shift
+                    stats.append(s)
+        return tuple(values)
+
+    def _gather(self, tasks, refs, step_id):
+        """Wait for one call per task; the first failure aborts the step on the other tasks,
+        which then get a bounded time to answer."""
+        ray = self.remote.ray
+        pending = dict(zip(refs, tasks))
+        results: dict = {}
+        failure = None
+        deadline = time.monotonic() + self.timeout_ms / 1000.0 + _GRACE_SECONDS
+        while pending:
+            wait = max(0.0, deadline - time.monotonic())
+            ready, _ = ray.wait(list(pending), num_returns=1, timeout=wait)
+            if not ready:
+                missing = ", ".join(task_label(t) for t in pending.values())
+                failure = failure or errors.UnavailableError(
+                    None, None, f"task {missing} did not answer within "
+                                f"{self.timeout_ms / 1000 + _GRACE_SECONDS:.1f} s")
+                break
+            ref = ready[0]
+            task = pending.pop(ref)
+            try:
+                outcome = ray.get(ref)
+            except Exception as e:  # noqa: BLE001 - the actor died or is unreachable
+                outcome = ("error", "UnavailableError",
+                           f"task {task_label(task)} is unavailable: {type(e).__name__}: "
+                           f"{_first_line(e)}", None)
+            if isinstance(outcome, tuple) and outcome and outcome[0] == "error":
+                error = self._error(outcome)
+                if failure is None or (isinstance(failure, errors.CancelledError)
+                                       and not isinstance(error, errors.CancelledError)):
+                    failure = error
+                if step_id is not None:
+                    for other in pending.values():
+                        self.remote.actors[other].abort.remote(step_id, str(error))
+                    deadline = min(deadline, time.monotonic() + _GRACE_SECONDS)
+                continue
+            results[task] = outcome
+        if failure is not None:
+            if isinstance(failure, errors.UnavailableError):
+                self._note_restarts()
+            raise failure
+        return [results[t] for t in tasks]
+
+    def _note_restarts(self):
+        """After a task failed, learn the incarnations again (a restarted actor has a new
+        one), so stale compiled steps re-register."""
+        try:
+            self.remote.refresh()
+        except Exception:  # noqa: BLE001 - still down; the next run will say so again
+            pass
+
+    def _error(self, outcome):
+        _, class_name, message, op_name = outcome
+        cls = getattr(errors, class_name, None)
+        if not (isinstance(cls, type) and issubclass(cls, errors.OpError)):
+            cls = errors.InternalError
+        op = None
+        if op_name:
+            try:
+                op = self.user_graph.get_operation_by_name(op_name)
+            except KeyError:
+                op = None
+        return cls(None, op, message)
+
+
+def _config_dict(config) -> dict:
+    return {"inter_op_parallelism_threads": config.inter_op_parallelism_threads,
+            "operation_timeout_in_ms": config.operation_timeout_in_ms or DEFAULT_TIMEOUT_MS}
+
+
+def _first_line(e) -> str:
+    text = str(e).strip().splitlines()
+    return text[0] if text else ""
+
+
+# -- the task's side -------------------------------------------------------------------------------
+class TaskWorker:
+    """The body of one task's Ray actor: its variables, its registered partitions, and the
+    rendezvous of the steps it is running."""
+
+    def __init__(self, task):
+        from tensorweave.executor.context import VariableStore  # noqa: PLC0415
+        self.task = tuple(task)
+        self.incarnation = int.from_bytes(os.urandom(6), "little") | 1
+        self.store = VariableStore()
+        self.programs: dict = {}
+        self.peers: dict = {}
+        self.accepted: dict = {}        # task -> incarnation whose sends are taken
+        self.lock = threading.Lock()
+        self.steps: dict = {}           # step id -> TaskRendezvous
+        self.done_until = 0             # steps up to here are over: late deliveries dropped
+        self.pending: dict = {}         # step id -> variable updates awaiting settle
+        self._pool = None
+
+    # -- setup ------------------------------------------------------------------------------
+    def describe(self) -> dict:
+        return {"incarnation": self.incarnation, "pid": os.getpid(),
+                "host": socket.gethostname(), "node": _ray_node_id()}
+
+    def set_peers(self, handles: dict, incarnations: dict):
+        self.peers = {tuple(k): v for k, v in handles.items()}
+        self.accepted = {tuple(k): v for k, v in incarnations.items()}
+        return True
+
+    def register(self, handle: int, payload: dict):
+        """Import this task's partitions and build one DeviceProgram per device."""
+        from tensorweave.executor.config import ConfigProto  # noqa: PLC0415
+        from tensorweave.executor.device_program import DeviceProgram  # noqa: PLC0415
+        from tensorweave.executor.multidevice import MultiDeviceProgram  # noqa: PLC0415
+        from tensorweave.graph.core import Graph  # noqa: PLC0415
+        from tensorweave.ops.importer import import_graph_def  # noqa: PLC0415
+        try:
+            config = ConfigProto(**payload["config"])
+            programs = []
+            for device, text in payload["partitions"]:
+                graph = Graph()
+                import_graph_def(text, name="", graph=graph)
+                programs.append(DeviceProgram(graph, graph, payload["feed_names"],
+                                              payload["num_fetches"], config,
+                                              self._thread_pool, device=device, partial=True))
+            runner = MultiDeviceProgram(programs, payload["num_fetches"], self._device_pool(),
+                                        config.operation_timeout_in_ms)
+            self.programs[handle] = runner
+            feeds = sorted({i for p in programs for i in p.feed_indices})
+            fetches = sorted({j for p in programs for j in p.fetch_indices})
+            return feeds, fetches
+        except Exception as e:  # noqa: BLE001 - reported to the client in its terms
+            return _error_outcome(e)
+
+    # -- steps ------------------------------------------------------------------------------
+    def run(self, handle: int, step_id: int, feeds: dict, trace: bool, outcomes: list):
+        from tensorweave.executor.context import StepContext  # noqa: PLC0415
+        self.settle(outcomes)
+        runner = self.programs.get(handle)
+        if runner is None:
+            return ("error", "UnavailableError",
+                    f"task {task_label(self.task)} restarted and lost this step's partitions "
+                    f"(they are registered again on the next run)", None)
+        ctx = StepContext(self.store, step_id)
+        ctx.rendezvous = self._rendezvous(step_id)
+        values = [None] * (max(feeds) + 1 if feeds else 0)
+        for i, value in feeds.items():
+            values[i] = value
+        stats = [] if trace else None
+        wall0 = time.time()
+        try:
+            with np.errstate(all="ignore"):
+                fetched = runner.run(ctx, values, stats, time.perf_counter())
+        except Exception as e:  # noqa: BLE001 - reported to the client in its terms
+            return _error_outcome(e)
+        finally:
+            with self.lock:
+                self.steps.pop(step_id, None)
+                self.done_until = max(self.done_until, step_id)
+        if ctx.updates:
+            with self.lock:
+                self.pending[step_id] = ctx.updates
+        results = {j: fetched[j] for j in range(len(fetched)) if fetched[j] is not None}
+        return results, stats or [], wall0
+
+    def settle(self, outcomes: list):
+        """Commit the held updates of the steps that succeeded everywhere; drop the others."""
+        for step_id, ok in outcomes:
+            with self.lock:
+                updates = self.pending.pop(step_id, None)
+            if ok and updates:
+                self.store.commit(updates)
+        return True
+
+    def abort(self, step_id: int, message: str):
+        self._rendezvous(step_id).abort(message)
+        return True
+
+    def deliver(self, key: str, value):
+        """A value sent to this task by another one (see ``TaskRendezvous.send``)."""
+        src, incarnation, _, _, step = key.split(";")
+        step_id = int(step)
+        sender = _task_of_name(src)
+        if self.accepted.get(sender) is not None and int(incarnation, 16) != \
+                self.accepted[sender]:
+            return False  # sent by an earlier incarnation of that task: rejected
+        with self.lock:
+            if step_id <= self.done_until and step_id not in self.steps:
+                return False  # the step is over here
+        try:
+            self._rendezvous(step_id).deliver_local(key, value)
+        except errors.OpError:
+            return False
+        return True
+
+    def variables(self) -> dict:
+        with self.store.lock:
+            return dict(self.store.values)
+
+    def commit_variables(self, updates: dict):
+        for value in updates.values():
+            value.flags.writeable = False
+        self.store.commit(updates)
+        return True
+
+    # -- helpers ----------------------------------------------------------------------------
+    def _rendezvous(self, step_id):
+        with self.lock:
+            rendezvous = self.steps.get(step_id)
+            if rendezvous is None:
+                rendezvous = TaskRendezvous(self, DEFAULT_TIMEOUT_MS)
+                self.steps[step_id] = rendezvous
+        return rendezvous
+
+    def _thread_pool(self):
+        if self._pool is None:
+            import concurrent.futures as cf  # noqa: PLC0415
+            self._pool = cf.ThreadPoolExecutor(max_workers=os.cpu_count() or 1,
+                                               thread_name_prefix="tensorweave-inter-op")
+        return self._pool
+
+    def _device_pool(self):
+        import concurrent.futures as cf  # noqa: PLC0415
+        if not hasattr(self, "_devices_pool"):
+            self._devices_pool = cf.ThreadPoolExecutor(max_workers=8,
+                                                       thread_name_prefix="tensorweave-device")
+        return self._devices_pool
+
+
+def _rendezvous_base():
+    from tensorweave.executor.rendezvous import Rendezvous  # noqa: PLC0415
+    return Rendezvous
+
+
+class TaskRendezvous(_rendezvous_base()):
+    """A step's rendezvous on one task: a send to a device of another task becomes that
+    task's ``deliver`` call; everything else is local."""
+
+    def __init__(self, worker: TaskWorker, timeout_ms: int):
+        super().__init__(timeout_ms)
+        self.worker = worker
+
+    def send(self, key: str, value):
+        dst = key.split(";")[2]
+        task = _task_of_name(dst)
+        if task == self.worker.task:
+            super().send(key, value)
+        else:
+            self.worker.peers[task].deliver.remote(key, value)
+
+    def deliver_local(self, key, value):
+        super().send(key, value)
+
+
+def _task_of_name(device_name: str):
+    """``(job, replica, task)`` of a full device name."""
+    parts = dict(p.split(":", 1) for p in device_name.strip("/").split("/") if ":" in p)
+    return (parts["job"], int(parts.get("replica", 0)), int(parts["task"]))
+
+
+def _error_outcome(e) -> tuple:
+    """An error as plain data (OpErrors hold Operations, which do not travel)."""
+    if isinstance(e, errors.OpError):
+        op = getattr(e, "op", None)
+        return ("error", type(e).__name__, e.message, getattr(op, "name", None))
+    return ("error", "InternalError", f"{type(e).__name__}: {e}", None)
+
+
+def _ray_node_id():
+    try:
+        ray = sys.modules.get("ray")
+        return ray.get_runtime_context().get_node_id() if ray is not None else None
+    except Exception:  # noqa: BLE001 - informational only
+        return None
+
+
+class RemoteVariableStore:
+    """The client's view of the variables held by the tasks (what ``tw.train.Saver`` reads
+    and restores): ``values`` gathers them, ``commit`` sends each to the task that owns it."""
+
+    def __init__(self, remote: RemoteCluster, owner_of):
+        self.remote = remote
+        self.lock = threading.Lock()
+        self.random_streams: dict = {}
+        self._owner_of = owner_of       # variable store name -> task
+
+    @property
+    def values(self) -> dict:
+        return self.remote.variables()
+
+    def commit(self, updates: dict):
+        self.remote.settle_all()
+        by_task: dict = {}
+        for name, value in updates.items():
+            by_task.setdefault(self._owner_of(name), {})[name] = value
+        self.remote.ray.get([self.remote.actors[t].commit_variables.remote(u)
+                             for t, u in by_task.items()], timeout=120)
