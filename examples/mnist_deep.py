@@ -5,7 +5,8 @@
 conv 5x5x32 -> max pool -> conv 5x5x64 -> max pool -> fc 1024 -> dropout -> fc 10, Adam 1e-4:
 the TF1 program with only the import changed. Trains on the first 8,000 MNIST test images and
 reports accuracy on the last 2,000 (or scikit-learn's 8x8 digits when MNIST is absent).
-With ``--devices N`` the layers are pinned round-robin to N virtual CPU devices.
+With ``--devices N`` the layers are pinned round-robin to N virtual CPU devices; with
+``--target local:N``, to N Ray worker processes.
 """
 
 import argparse
@@ -33,12 +34,15 @@ def max_pool_2x2(x):
     return tf.nn.max_pool(x, ksize=[1, 2, 2, 1], strides=[1, 2, 2, 1], padding="SAME")
 
 
-def deepnn(x, side, devices=1):
+def deepnn(x, side, devices=1, workers=0):
     def layer(name, index):
-        """A name scope, pinned to virtual CPU ``index % devices`` when there are several."""
+        """A name scope, pinned to worker task ``index % workers`` of a remote target, else to
+        virtual CPU ``index % devices`` when there are several."""
         stack = contextlib.ExitStack()
         stack.enter_context(tf.name_scope(name))
-        if devices > 1:
+        if workers:
+            stack.enter_context(tf.device(f"/job:worker/task:{index % workers}"))
+        elif devices > 1:
             stack.enter_context(tf.device(f"/cpu:{index % devices}"))
         return stack
 
@@ -75,7 +79,10 @@ def main(argv=None):
     parser.add_argument("--learning-rate", type=float, default=1e-4)
     parser.add_argument("--devices", type=int, default=1,
                         help="virtual CPU devices to spread the layers over (round-robin)")
+    parser.add_argument("--target", default="",
+                        help="'local:<n>' runs the layers on n Ray worker tasks (round-robin)")
     args = parser.parse_args(argv)
+    workers = int(args.target[6:]) if args.target.startswith("local:") else 0
 
     data = datasets.load(args.data_dir)
     print(f"data: {data.name}, {len(data.train.labels)} training and "
@@ -85,14 +92,15 @@ def main(argv=None):
     tf.set_random_seed(0)
     x = tf.placeholder(tf.float32, [None, data.side * data.side], name="x")
     y_ = tf.placeholder(tf.float32, [None, 10], name="labels")
-    y_conv, keep_prob = deepnn(x, data.side, args.devices)
+    y_conv, keep_prob = deepnn(x, data.side, args.devices, workers)
     cross_entropy = tf.reduce_mean(
         tf.nn.softmax_cross_entropy_with_logits_v2(labels=y_, logits=y_conv))
     train_step = tf.train.AdamOptimizer(args.learning_rate).minimize(cross_entropy)
     correct = tf.equal(tf.argmax(y_conv, 1), tf.argmax(y_, 1))
     accuracy = tf.reduce_mean(tf.cast(correct, tf.float32))
 
-    with tf.Session(config=tf.ConfigProto(device_count={"CPU": args.devices})) as sess:
+    config = tf.ConfigProto(device_count={} if workers else {"CPU": args.devices})
+    with tf.Session(args.target, config=config) as sess:
         sess.run(tf.global_variables_initializer())
         progress = Progress(args.steps, args.batch_size)
         batches = data.batches(args.batch_size)

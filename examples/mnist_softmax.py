@@ -1,11 +1,12 @@
 """MNIST for beginners: softmax regression trained with gradient descent.
 
-    python examples/mnist_softmax.py [--data-dir DIR] [--steps 1000] [--devices 2]
+    python examples/mnist_softmax.py [--data-dir DIR] [--steps 1000] [--devices 2 | --target local:2]
 
 The TF1 program, with only the import changed. Trains on the first 8,000 MNIST test images,
 reports accuracy on the last 2,000 (or uses scikit-learn's 8x8 digits when MNIST is absent).
 With ``--devices 2`` the session has two virtual CPU devices: the matmul runs on the first,
-the bias and the loss on the second, and the step is cut between them.
+the bias and the loss on the second, and the step is cut between them; with
+``--target local:2`` the same two layers run on two Ray worker processes.
 """
 
 import argparse
@@ -25,6 +26,8 @@ def main(argv=None):
     parser.add_argument("--learning-rate", type=float, default=0.5)
     parser.add_argument("--devices", type=int, default=1,
                         help="virtual CPU devices to spread the layers over")
+    parser.add_argument("--target", default="",
+                        help="'local:<n>' runs the layers on n Ray worker tasks")
     args = parser.parse_args(argv)
 
     data = datasets.load(args.data_dir)
@@ -36,10 +39,10 @@ def main(argv=None):
     tf.set_random_seed(0)
     x = tf.placeholder(tf.float32, [None, pixels], name="x")
     y_ = tf.placeholder(tf.float32, [None, 10], name="labels")
-    with on_device(0, args.devices):
+    with on_device(0, args):
         W = tf.Variable(tf.zeros([pixels, 10]), name="W")
         scores = tf.matmul(x, W)
-    with on_device(1, args.devices):
+    with on_device(1, args):
         b = tf.Variable(tf.zeros([10]), name="b")
         logits = scores + b
         cross_entropy = tf.reduce_mean(
@@ -48,7 +51,8 @@ def main(argv=None):
     correct = tf.equal(tf.argmax(logits, 1), tf.argmax(y_, 1))
     accuracy = tf.reduce_mean(tf.cast(correct, tf.float32))
 
-    with tf.Session(config=tf.ConfigProto(device_count={"CPU": args.devices})) as sess:
+    config = tf.ConfigProto(device_count={} if args.target else {"CPU": args.devices})
+    with tf.Session(args.target, config=config) as sess:
         sess.run(tf.global_variables_initializer())
         progress = Progress(args.steps, args.batch_size)
         batches = data.batches(args.batch_size)
@@ -62,9 +66,14 @@ def main(argv=None):
     return float(acc)
 
 
-def on_device(layer: int, devices: int):
-    """Pin a layer to virtual CPU ``layer % devices`` (no pin on a single device)."""
-    return tf.device(f"/cpu:{layer % devices}") if devices > 1 else contextlib.nullcontext()
+def on_device(layer: int, args):
+    """Pin a layer to worker task ``layer % n`` of a ``local:<n>`` target, else to virtual
+    CPU ``layer % devices`` (no pin on a single device)."""
+    if args.target.startswith("local:"):
+        return tf.device(f"/job:worker/task:{layer % int(args.target[6:])}")
+    if args.devices > 1:
+        return tf.device(f"/cpu:{layer % args.devices}")
+    return contextlib.nullcontext()
 
 
 if __name__ == "__main__":

@@ -1,0 +1,186 @@
+"""Remote tasks on a local Ray instance (loopback): partitions on worker processes give the
+in-process results bitwise, variables persist on their task, errors and dead workers are
+reported in bounded time, and the session goes on."""
+
+import os
+import signal
+import sys
+import threading
+import time
+
+import numpy as np
+import pytest
+
+import tensorweave as tw
+
+ray = pytest.importorskip("ray", reason="the remote tests need the 'distributed' extra (Ray)")
+
+EXAMPLES = os.path.join(os.path.dirname(__file__), "..", "..", "examples")
+sys.path.insert(0, os.path.abspath(EXAMPLES))
+
+
+@pytest.fixture(scope="module", autouse=True)
+def ray_instance():
+    """One local Ray instance for these tests (a Session with a 'local:' target starts it;
+    it is shut down at the end)."""
+    yield
+    if ray.is_initialized():
+        ray.shutdown()
+
+
+def _two_layer_model(remote: bool, seed=3):
+    g = tw.Graph()
+    with g.as_default():
+        tw.set_random_seed(seed)
+        x = tw.placeholder(tw.float32, [None, 8], name="x")
+        labels = tw.placeholder(tw.int64, [None], name="labels")
+        first = "/job:worker/task:0" if remote else "/cpu:0"
+        second = "/job:worker/task:1" if remote else "/cpu:0"
+        with tw.device(first):
+            w1 = tw.Variable(tw.random_normal([8, 16], stddev=0.3), name="w1")
+            h = tw.nn.relu(tw.matmul(x, w1))
+        with tw.device(second):
+            w2 = tw.Variable(tw.random_normal([16, 3], stddev=0.3), name="w2")
+            logits = tw.matmul(h, w2)
+            loss = tw.reduce_mean(tw.nn.sparse_softmax_cross_entropy_with_logits(
+                labels=labels, logits=logits))
+        train = tw.train.MomentumOptimizer(0.1, 0.9).minimize(loss)
+    return g, x, labels, loss, train, [w1, w2]
+
+
+def _batches(n=5):
+    rng = np.random.default_rng(1)
+    return rng.standard_normal((n, 32, 8)).astype(np.float32), rng.integers(0, 3, (n, 32))
+
+
+def test_training_on_two_worker_tasks_equals_one_process_bitwise():
+    xs, ys = _batches()
+    finals, losses = [], []
+    for target in ("", "local:2"):
+        g, x, labels, loss, train, weights = _two_layer_model(remote=bool(target))
+        with tw.Session(target, graph=g) as sess:
+            sess.run(tw.global_variables_initializer())
+            step_losses = [sess.run([train, loss], {x: bx, labels: by})[1]
+                           for bx, by in zip(xs, ys)]
+            finals.append(sess.run(weights))
+            losses.append(step_losses)
+            if target:
+                tasks = sess.remote_tasks
+                assert set(tasks) == {"/job:worker/task:0", "/job:worker/task:1"}
+                assert len({info["pid"] for info in tasks.values()} | {os.getpid()}) == 3
+    assert losses[0] == losses[1]
+    for a, b in zip(*finals):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_feeds_and_fetches_travel_only_to_the_tasks_that_use_them():
+    g = tw.Graph()
+    with g.as_default():
+        a = tw.placeholder(tw.float32, [3], name="a")
+        b = tw.placeholder(tw.float32, [3], name="b")
+        with tw.device("/job:worker/task:0"):
+            ya = tw.multiply(a, 2.0, name="ya")
+        with tw.device("/job:worker/task:1"):
+            yb = tw.add(b, 1.0, name="yb")
+    with tw.Session("local:2", graph=g) as sess:
+        got = sess.run([ya, yb], {a: [1.0, 2.0, 3.0], b: [0.0, 0.0, 1.0]})
+        (_, step, _), = sess._steps.values()
+        program = step.program
+    np.testing.assert_array_equal(got[0], [2.0, 4.0, 6.0])
+    np.testing.assert_array_equal(got[1], [1.0, 1.0, 2.0])
+    by_task = {t[2]: (program.feed_indices[t], program.fetch_indices[t])
+               for t in program.payloads}
+    assert by_task == {0: ([0], [0]), 1: ([1], [1])}
+
+
+def test_variables_persist_on_their_task_and_saver_round_trips(tmp_path):
+    g = tw.Graph()
+    with g.as_default():
+        with tw.device("/job:worker/task:1"):
+            v = tw.Variable([1.0, 2.0], name="v")
+            bump = tw.assign_add(v, [1.0, 1.0])
+        saver = tw.train.Saver()
+    with tw.Session("local:2", graph=g) as sess:
+        sess.run(tw.global_variables_initializer())
+        sess.run(bump)
+        sess.run(bump)
+        np.testing.assert_array_equal(sess.run(v), [3.0, 4.0])
+        path = saver.save(sess, str(tmp_path / "model"))
+        sess.run(bump)
+        saver.restore(sess, path)
+        np.testing.assert_array_equal(sess.run(v), [3.0, 4.0])
+
+
+def test_an_error_on_a_task_names_the_op_and_changes_no_variable():
+    g = tw.Graph()
+    with g.as_default():
+        n = tw.placeholder(tw.int32, [], name="n")
+        with tw.device("/job:worker/task:0"):
+            v = tw.Variable([10.0, 20.0], name="v")
+            bump = tw.assign_add(v, [1.0, 1.0])
+        with tw.device("/job:worker/task:1"), tw.control_dependencies([bump]):
+            bad = tw.reshape(tw.range(n), [2, 2], name="bad")
+    with tw.Session("local:2", graph=g) as sess:
+        sess.run(tw.global_variables_initializer())
+        with pytest.raises(tw.errors.InvalidArgumentError) as info:
+            sess.run(bad, {n: 3})
+        message = str(info.value)
+        assert "'bad' (Reshape on /job:worker/replica:0/task:1/device:CPU:0)" in message
+        assert "test_remote.py:" in message
+        assert info.value.op is g.get_operation_by_name("bad")
+        np.testing.assert_array_equal(sess.run(v), [10.0, 20.0])
+        np.testing.assert_array_equal(sess.run(bad, {n: 4}), [[0, 1], [2, 3]])
+        np.testing.assert_array_equal(sess.run(v), [11.0, 21.0])
+
+
+def test_a_dead_worker_makes_the_step_unavailable_in_bounded_time_and_the_session_recovers():
+    g = tw.Graph()
+    with g.as_default():
+        with tw.device("/job:worker/task:0"):
+            m = tw.Variable(np.eye(1500, dtype=np.float32) * 0.5, name="m")
+            slow = m
+            for _ in range(12):
+                slow = tw.matmul(slow, m)
+        with tw.device("/job:worker/task:1"):
+            y = tw.reduce_sum(slow, name="y")
+    config = tw.ConfigProto(operation_timeout_in_ms=20_000)
+    with tw.Session("local:2", graph=g, config=config) as sess:
+        sess.run(tw.global_variables_initializer())
+        pid = sess.remote_tasks["/job:worker/task:0"]["pid"]
+        killer = threading.Timer(0.3, os.kill, (pid, signal.SIGKILL))
+        started = time.monotonic()
+        killer.start()
+        with pytest.raises(tw.errors.UnavailableError) as info:
+            sess.run(y)
+        waited = time.monotonic() - started
+        killer.join()
+        assert "/job:worker/task:0" in str(info.value)
+        assert waited < 20  # well within the receive deadline
+        # Ray restarted the actor: the step is registered again, its variable must be
+        # initialized again (or restored from a checkpoint).
+        with pytest.raises(tw.errors.FailedPreconditionError):
+            sess.run(y)
+        sess.run(m.initializer)
+        assert sess.remote_tasks["/job:worker/task:0"]["pid"] != pid
+        assert np.isclose(sess.run(y), 1500 * 0.5 ** 13)
+
+
+def test_a_task_rejects_values_from_an_earlier_incarnation():
+    from tensorweave.executor.remote import TaskWorker
+    worker = TaskWorker(("worker", 0, 1))
+    sender = ("worker", 0, 0)
+    worker.set_peers({}, {sender: 0x2A, worker.task: worker.incarnation})
+    src = "/job:worker/replica:0/task:0/device:CPU:0"
+    dst = "/job:worker/replica:0/task:1/device:CPU:0"
+    assert not worker.deliver(f"{src};29;{dst};x:0;7", np.zeros(2))  # old incarnation 0x29
+    assert worker.deliver(f"{src};2a;{dst};x:0;7", np.ones(2))
+
+
+def test_seed_programs_on_two_worker_tasks_match_one_process(tmp_path):
+    import mnist_deep
+    import mnist_softmax
+    data = ["--data-dir", str(tmp_path)]
+    assert (mnist_softmax.main(data + ["--steps", "100"]) ==
+            mnist_softmax.main(data + ["--steps", "100", "--target", "local:2"]))
+    deep = data + ["--steps", "5", "--batch-size", "20"]
+    assert mnist_deep.main(deep) == mnist_deep.main(deep + ["--target", "local:2"])
