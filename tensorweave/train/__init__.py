@@ -10,3 +10,10 @@ from tensorweave.train.saver import (CheckpointState, Saver, checkpoint_exists, 
                                      get_checkpoint_state, latest_checkpoint, list_variables,
                                      load_variable, update_checkpoint_state)
 from tensorweave.train.cluster import ClusterSpec  # noqa: F401
+from tensorweave.train.hooks import (CheckpointSaverHook, CheckpointSaverListener,  # noqa: F401
+                                     FeedFnHook, LoggingTensorHook, SessionRunArgs,
+                                     SessionRunContext, SessionRunHook, SessionRunValues,
+                                     StepCounterHook, StopAtStepHook)
+from tensorweave.train.monitored_session import (ChiefSessionCreator,  # noqa: F401
+                                                 MonitoredSession, MonitoredTrainingSession,
+                                                 Scaffold, WorkerSessionCreator)
