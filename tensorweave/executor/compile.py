@@ -127,7 +127,10 @@ class CompiledStep:
                     return self._runner.run(ctx, feed_values)
                 return self._run_traced(ctx, feed_values, run_metadata)
         except Exception as e:
-            raise self._translate(e, sys.exc_info()[2]) from e
+            error = self._translate(e, sys.exc_info()[2])
+            if error is e:
+                raise
+            raise error from e
 
     def _run_traced(self, ctx, feed_values, run_metadata):
         stats: list = []

@@ -124,11 +124,20 @@ class RemoteCluster:
         self.lock = threading.Lock()    # one remote step at a time per session
         self.refresh()
 
-    def refresh(self):
+    def refresh(self, patience: float = 60.0):
         """Ask every task for its incarnation (a new one after a restart) and where it runs;
-        tell every task who its peers are and which incarnations to accept."""
-        infos = self.ray.get([a.describe.remote() for a in self.actors.values()],
-                             timeout=120)
+        tell every task who its peers are and which incarnations to accept. A task that is
+        restarting is waited for, up to ``patience`` seconds."""
+        deadline = time.monotonic() + patience
+        while True:
+            try:
+                infos = self.ray.get([a.describe.remote() for a in self.actors.values()],
+                                     timeout=patience)
+                break
+            except Exception:  # noqa: BLE001 - an actor still restarting; ask again
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.2)
         self.incarnations = {task: info["incarnation"] for task, info in zip(self.tasks, infos)}
         self.nodes = {task: info for task, info in zip(self.tasks, infos)}
         handles = dict(self.actors)
@@ -309,7 +318,8 @@ class RemoteProgram:
 
     def _error(self, outcome):
         _, class_name, message, op_name = outcome
-        cls = getattr(errors, class_name, None)
+        cls = StaleStepError if class_name == "StaleStepError" else getattr(errors, class_name,
+                                                                               None)
         if not (isinstance(cls, type) and issubclass(cls, errors.OpError)):
             cls = errors.InternalError
         op = None
@@ -319,6 +329,11 @@ class RemoteProgram:
             except KeyError:
                 op = None
         return cls(None, op, message)
+
+
+class StaleStepError(errors.UnavailableError):
+    """A task restarted since this step was registered: the Session compiles the step again
+    (with the new incarnations in its rendezvous keys) and runs it once more."""
 
 
 def _config_dict(config) -> dict:
@@ -391,9 +406,9 @@ class TaskWorker:
         self.settle(outcomes)
         runner = self.programs.get(handle)
         if runner is None:
-            return ("error", "UnavailableError",
-                    f"task {task_label(self.task)} restarted and lost this step's partitions "
-                    f"(they are registered again on the next run)", None)
+            return ("error", "StaleStepError",
+                    f"task {task_label(self.task)} restarted and lost this step's partitions",
+                    None)
         ctx = StepContext(self.store, step_id)
         ctx.rendezvous = self._rendezvous(step_id)
         values = [None] * (max(feeds) + 1 if feeds else 0)

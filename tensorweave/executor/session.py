@@ -20,8 +20,8 @@ from tensorweave.executor.compile import CompiledStep
 from tensorweave.executor.config import ConfigProto
 from tensorweave.executor.context import StepContext, VariableStore
 from tensorweave.executor.fetches import FetchStructure, resolve, structure_key
-from tensorweave.executor.remote import (RemoteCluster, RemoteVariableStore, parse_target,
-                                         task_label)
+from tensorweave.executor.remote import (RemoteCluster, RemoteVariableStore, StaleStepError,
+                                         parse_target, task_label)
 from tensorweave.graph import core
 from tensorweave.graph.core import Tensor
 from tensorweave.placement.api import plan as placement_plan
@@ -64,7 +64,15 @@ class Session:
         structure, step, feed_checks = self._entry(fetches, feed_dict)
         feed_values = [check(value) for check, value in zip(feed_checks, feed_dict.values())]
         ctx = StepContext(self._store, next(self._step_ids))
-        results = step.run(ctx, feed_values, run_metadata)
+        try:
+            results = step.run(ctx, feed_values, run_metadata)
+        except StaleStepError:
+            # A remote task restarted since the step was registered there: compile it again
+            # for the new incarnations and run it once more.
+            self._remote.refresh()
+            structure, step, feed_checks = self._entry(fetches, feed_dict)
+            ctx = StepContext(self._store, next(self._step_ids))
+            results = step.run(ctx, feed_values, run_metadata)
         if ctx.updates:
             self._store.commit(ctx.updates)
         values = {}
