@@ -10,12 +10,16 @@ Models (float32, random inputs and one-hot labels, fixed across steps):
 
 tensorweave builds each model with the TF1 API and runs ``sess.run(train_op, feed)``; the numpy
 side is ``benchmarks/numpy_reference.py`` (forward, backward, update; the CNN by im2col). Both
-start from the same weights. Each configuration runs in its own child process with
-``OPENBLAS_NUM_THREADS``/``OMP_NUM_THREADS``/``MKL_NUM_THREADS`` set before numpy is imported;
-the session of a one-thread run also uses one inter-op thread. Each step is warmed up, then
-timed in rounds that alternate numpy / tensorweave (other processes on a shared machine load
-both alike); ms/step is the best round, the JSON also has the median round and the load average.
-``OPENBLAS_CORETYPE`` and ``OPENBLAS_L2_SIZE`` are reported when set and passed on unchanged.
+start from the same weights. tensorweave runs twice: with the compile pipeline (the default) and
+with every pass of ``tw.passes.PIPELINE`` disabled (``ConfigProto(disabled_passes=...)``); the
+pipeline's gain is passes-off time / passes-on time. Each configuration runs in its own child
+process with ``OPENBLAS_NUM_THREADS``/``OMP_NUM_THREADS``/``MKL_NUM_THREADS`` set before numpy is
+imported; the sessions of a one-thread run also use one inter-op thread. Each step is warmed up,
+then timed in rounds that alternate numpy / tensorweave / tensorweave without passes (other
+processes on a shared machine load them alike); ms/step is the best round, the JSON also has the
+median round and the load average. ``OPENBLAS_CORETYPE`` and ``OPENBLAS_L2_SIZE`` are reported
+when set and passed on unchanged, and so is whether numba (the optional ``fast`` extra, used by
+kernel fusion and ``tensorweave/ops/loops.py``) is installed.
 
     python -m benchmarks.train_step            # 1 and 2 BLAS threads, all models
     python -m benchmarks.train_step --quick    # fewer repeats: a smoke run
@@ -185,14 +189,18 @@ def prepare_numpy(case: Case, x, labels):
     return (lambda: step(x, labels)), first_loss
 
 
-def prepare_tensorweave(case: Case, x, labels, threads: int):
-    """An open session, ``sess.run(train_op, feed)`` as a function, and the first step's loss."""
+def prepare_tensorweave(case: Case, x, labels, threads: int, passes: bool = True):
+    """An open session, ``sess.run(train_op, feed)`` as a function, and the first step's loss.
+
+    ``passes=False`` disables every pass of the compile pipeline (``tw.passes.PIPELINE``).
+    """
     build = build_mlp if case.model == "mlp" else build_cnn
     tw_model = build(_fresh_params(case.model))
     with tw_model.graph.as_default():
         train_op = tw_optimizer(case.model).minimize(tw_model.loss)
         init = tw.global_variables_initializer()
-    config = tw.ConfigProto(inter_op_parallelism_threads=threads)
+    disabled = [] if passes else list(tw.passes.PIPELINE)
+    config = tw.ConfigProto(inter_op_parallelism_threads=threads, disabled_passes=disabled)
     sess = tw.Session(graph=tw_model.graph, config=config)
     sess.run(init)
     feed = {tw_model.x: x, tw_model.labels: labels}
@@ -208,23 +216,27 @@ def measure_case(case: Case, threads: int, quick: bool) -> dict:
            "load_average_1min": os.getloadavg()[0]}
     steps = {}
     steps["numpy"], row["numpy_first_loss"] = prepare_numpy(case, x, labels)
-    sess = None
+    sessions = []
     missing = missing_api(case.model)
     if missing:
         row["skipped"] = "tensorweave lacks " + ", ".join(missing)
     else:
-        sess, steps["tensorweave"], row["tensorweave_first_loss"] = prepare_tensorweave(
-            case, x, labels, threads)
+        for name, passes in (("tensorweave", True), ("tensorweave_no_passes", False)):
+            sess, steps[name], row[f"{name}_first_loss"] = prepare_tensorweave(
+                case, x, labels, threads, passes=passes)
+            sessions.append(sess)
     try:
         samples = interleaved_timings(steps, case, quick)
     finally:
-        if sess is not None:
+        for sess in sessions:
             sess.close()
     for name, seconds in samples.items():
         row[f"{name}_ms"] = min(seconds) * 1e3
         row[f"{name}_median_ms"] = statistics.median(seconds) * 1e3
     if "tensorweave_ms" in row:
         row["ratio"] = row["tensorweave_ms"] / row["numpy_ms"]
+        # > 1: the pipeline makes the step faster
+        row["pipeline_gain"] = row["tensorweave_no_passes_ms"] / row["tensorweave_ms"]
     return row
 
 
@@ -247,7 +259,16 @@ def run_child(args) -> None:
     rows = [measure_case(case, args.threads, args.quick)
             for case in CASES if case.model in args.models]
     with open(args.output, "w") as f:
-        json.dump({"rows": rows, "blas": blas_report()}, f)
+        json.dump({"rows": rows, "blas": blas_report(), "numba": numba_version()}, f)
+
+
+def numba_version():
+    """numba's version when it is installed (compiled loops and fused kernels use it), else None."""
+    try:
+        from importlib.metadata import version
+        return version("numba")
+    except Exception:  # noqa: BLE001 — not installed (PackageNotFoundError) or no metadata
+        return None
 
 
 # -- orchestrating (in the parent process) -----------------------------------------------------
@@ -274,12 +295,16 @@ def run_children(args) -> list:
     return results
 
 
+TABLE_HEADER = ["model", "batch", "threads", "numpy ms/step", "tensorweave ms/step",
+                "ratio (tw/numpy)", "passes off ms/step", "pipeline gain (off/on)", "load avg"]
+
+
 def table_rows(rows) -> list:
     table = []
     for r in rows:
-        tw_ms = r.get("tensorweave_ms", "skipped")
-        ratio = r.get("ratio", "-")
-        table.append([r["model"], r["batch"], r["threads"], r["numpy_ms"], tw_ms, ratio,
+        table.append([r["model"], r["batch"], r["threads"], r["numpy_ms"],
+                      r.get("tensorweave_ms", "skipped"), r.get("ratio", "-"),
+                      r.get("tensorweave_no_passes_ms", "skipped"), r.get("pipeline_gain", "-"),
                       r["load_average_1min"]])
     return table
 
@@ -306,20 +331,21 @@ def loss_mismatches(rows) -> list:
     """Rows whose first-step losses disagree: the two sides would not be running the same model."""
     bad = []
     for r in rows:
-        if "tensorweave_first_loss" in r:
-            a, b = r["numpy_first_loss"], r["tensorweave_first_loss"]
+        for side in ("tensorweave", "tensorweave_no_passes"):
+            if f"{side}_first_loss" not in r:
+                continue
+            a, b = r["numpy_first_loss"], r[f"{side}_first_loss"]
             if abs(a - b) > 1e-3 * max(1.0, abs(a)):
                 bad.append(f"{r['model']} batch {r['batch']}: numpy loss {a:.6g}, "
-                           f"tensorweave loss {b:.6g}")
+                           f"{side} loss {b:.6g}")
     return bad
 
 
 def report(args, children) -> None:
     rows = [row for child in children for row in child["rows"]]
     noted = {var: os.environ[var] for var in NOTED_VARS if var in os.environ}
-    print_table("One training step (ms/step, best of repeated rounds)",
-                ["model", "batch", "threads", "numpy ms/step", "tensorweave ms/step",
-                 "ratio (tw/numpy)", "load avg"], table_rows(rows))
+    print_table("One training step (ms/step, best of repeated rounds)", TABLE_HEADER,
+                table_rows(rows))
     for r in rows:
         if "skipped" in r:
             print(f"  skipped tensorweave {r['model']} batch {r['batch']} "
@@ -341,17 +367,22 @@ def report(args, children) -> None:
                   f"{lib['num_threads']} thread(s)")
     print("OpenBLAS environment: " + (", ".join(f"{k}={v}" for k, v in noted.items())
                                         or "OPENBLAS_CORETYPE and OPENBLAS_L2_SIZE not set"))
+    numba = children[0].get("numba") if children else None
+    print(f"numba (compiled loops, fused kernels): {numba or 'not installed'}")
     write_json("train_step", {
         "quick": args.quick,
         "rows": rows,
         "blas": {str(child["threads"]): child["blas"] for child in children},
         "openblas_environment": noted,
+        "numba": numba,
         "reported_not_measured": REPORTED,
         "goals": goal_lines(rows),
-        "notes": "no dropout; tensorweave session uses inter_op_parallelism_threads = BLAS "
-                 "threads; ms/step is the best round, *_median_ms the median round; rounds "
-                 "alternate numpy / tensorweave; load_average_1min is the machine's load when "
-                 "the row started (other processes share its cores)",
+        "notes": "no dropout; tensorweave sessions use inter_op_parallelism_threads = BLAS "
+                 "threads; tensorweave_no_passes_ms disables every pass of tw.passes.PIPELINE "
+                 "and pipeline_gain = tensorweave_no_passes_ms / tensorweave_ms; ms/step is the "
+                 "best round, *_median_ms the median round; rounds alternate numpy / "
+                 "tensorweave / tensorweave_no_passes; load_average_1min is the machine's load "
+                 "when the row started (other processes share its cores)",
     })
 
 

@@ -14,7 +14,9 @@ shows what it replaced::
 With ``expr.epilogue_of`` set, the op's first ``num_inputs`` inputs feed the heavy op (MatMul,
 Conv2D) through its own kernel and the rest feed the expression, whose input 0 is the heavy op's
 result. The epilogue writes its output over that result when no later node reads it: the heavy
-result is a temporary nobody else can see (checked, not assumed).
+result is a temporary nobody else can see (checked, not assumed). Below the break-even size an
+epilogue that is a plain chain (bias add, activation) runs op by op in that result too, rather
+than into a new array per op.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ import sys
 import types
 
 from tensorweave import codegen
-from tensorweave.codegen.expr import FusedExpr, evaluate
+from tensorweave.codegen.expr import ELEMENTWISE, FusedExpr, constant, evaluate
 from tensorweave.graph import dtypes
 from tensorweave.graph.serialization import decode_attr
 from tensorweave.graph.shapes import TensorShape, broadcast_all
@@ -138,15 +140,67 @@ def _fused_kernel(attrs, xp):
     heavy = registry.get(epilogue["op"]).kernel(
         {k: decode_attr(v) for k, v in epilogue["attrs"].items()}, xp)
     n = epilogue["num_inputs"]
+    chain = _in_place_chain(expr)
 
     def fused_epilogue(*arrays):
         result = heavy(*arrays[:n])
         if getattr(result, "size", 0) < MIN_FUSED_ELEMENTS:
-            outputs = evaluate(expr, xp, result, *arrays[n:])
+            if chain and _donatable(result, arrays) and _fits(result, arrays[n:]):
+                outputs = _evaluate_chain_into(expr, xp, result, arrays[n:])
+            else:
+                outputs = evaluate(expr, xp, result, *arrays[n:])
         else:
             outputs = compiled(result, *arrays[n:], donate=_donatable(result, arrays))
         return outputs[0] if single else outputs
     return fused_epilogue
+
+
+def _in_place_chain(expr) -> bool:
+    """Whether an epilogue below the break-even size can run op by op in the heavy op's result:
+    every node reads the one before it (node 0: input 0), its other arguments are inputs or
+    constants, its rule may write over its arguments, it keeps input 0's dtype, and only the
+    last node is an output. Then each node overwrites a value nobody reads again."""
+    if expr.reduce is not None or tuple(expr.outputs) != (len(expr.nodes) - 1,):
+        return False
+    dtype = expr.inputs[0]["dtype"]
+    for j, node in enumerate(expr.nodes):
+        carried = ["in", 0] if j == 0 else ["node", j - 1]
+        others = [a for a in node["args"] if list(a) != carried]
+        if len(others) != len(node["args"]) - 1 or any(a[0] == "node" or a == ["in", 0]
+                                                        for a in others):
+            return False
+        if not ELEMENTWISE[node["op"]].out_may_alias or node["dtype"] != dtype:
+            return False
+    return True
+
+
+def _fits(result, inputs) -> bool:
+    """Whether every input broadcasts into ``result``'s shape (so no node is larger)."""
+    shape = result.shape
+    for a in inputs:
+        dims = getattr(a, "shape", ())
+        if len(dims) > len(shape) or any(d not in (1, r) for d, r in
+                                         zip(reversed(dims), reversed(shape))):
+            return False
+    return True
+
+
+def _evaluate_chain_into(expr, xp, result, inputs) -> tuple:
+    """``evaluate`` of an ``_in_place_chain`` expression, every node written into ``result``
+    (the same ufuncs on the same values, so the same bits, without a new array per node)."""
+    arrays = (result,) + tuple(inputs)  # the expression's inputs; input 0 is result
+    for node in expr.nodes:
+        args = [_chain_arg(arg, arrays) for arg in node["args"]]
+        ELEMENTWISE[node["op"]].numpy(xp, *args, out=result, **node["attrs"])
+    return (result,)
+
+
+def _chain_arg(arg, arrays):
+    if arg[0] == "node":
+        return arrays[0]  # the value carried along the chain, in result
+    if arg[0] == "in":
+        return arrays[arg[1]]
+    return constant(arg)
 
 
 def _small(arrays) -> bool:

@@ -232,7 +232,11 @@ register(OpDef("ReducedShape", _reduced_shape_infer, _reduced_shape_kernel, grad
 
 # -- Sum --
 def _sum(xp, x, axis, keep):
-    return xp.sum(x, axis=axis, keepdims=keep, dtype=x.dtype)  # numpy widens small ints
+    # numpy widens small ints unless told the dtype; np.sum is np.add.reduce behind a wrapper
+    # that costs as much as summing a few thousand floats
+    if xp is np:
+        return np.add.reduce(x, axis=axis, dtype=x.dtype, keepdims=keep)
+    return xp.sum(x, axis=axis, keepdims=keep, dtype=x.dtype)
 
 
 def _sum_grad(op, g):
