@@ -1,10 +1,12 @@
-"""Compiled loops for a few hot kernels: the Adam and gradient descent updates, and the gradient
-of max pooling over non-overlapping windows.
+"""Compiled loops for a few hot kernels: the Adam and gradient descent updates, the gradient of
+max pooling over non-overlapping windows, and sums over leading axes (bias gradients).
 
 These kernels are chains of elementwise steps over large arrays, and numpy runs each step as its
 own pass over memory: Adam makes 12 passes over arrays the size of the variable (11 ms for
 Deep MNIST's 3136x1024 weights on one core), where one loop that computes every step for one
-element at a time reads each input and writes each output once (3 ms). The loops are numba
+element at a time reads each input and writes each output once (3 ms). A bias gradient, numpy's
+sum over the leading axes, adds rows of a few dozen elements one Python-free row at a time; the
+loop keeps the row in registers (conv1's [50, 28, 28, 32]: 0.65 -> 0.14 ms). The loops are numba
 functions, compiled on first use (numba is the optional ``fast`` extra, as for kernel fusion).
 
 A kernel runs its loop only when ``use_loops`` says so: numba is installed, the arrays are
@@ -26,7 +28,8 @@ import threading
 
 import numpy as np
 
-__all__ = ["LOOP_MIN_ELEMENTS", "use_loops", "adam", "gradient_descent", "max_pool_grad_tiles"]
+__all__ = ["LOOP_MIN_ELEMENTS", "use_loops", "adam", "gradient_descent", "max_pool_grad_tiles",
+           "sums_leading_axes", "sum_leading_axes"]
 
 # Below this many elements numpy's passes are cheap and a loop saves less than a call costs.
 LOOP_MIN_ELEMENTS = 1 << 15
@@ -139,3 +142,30 @@ def _max_pool_grad_loop(x, y, g, kh, kw, finite, zero, one, out):
                                 out[b, row, col, k] = grad * (one if hit else zero)
                             else:
                                 out[b, row, col, k] = grad if hit else zero
+
+
+# -- sums over leading axes -----------------------------------------------------------------------
+def sums_leading_axes(x, axes) -> bool:
+    """Whether ``sum_leading_axes`` computes numpy's ``add.reduce(x, axes)`` for these arguments:
+    a C-contiguous ``x`` summed over its first ``len(axes)`` axes, keeping at least two elements
+    per sum. numpy then adds the rows in order, one output element per kept element
+    (``out[c] = (((0 + x[0, c]) + x[1, c]) + ...)``); with a single kept element it would
+    collapse the axes into one and sum pairwise instead, which this loop does not."""
+    k = len(axes)
+    if not 0 < k < x.ndim or tuple(axes) != tuple(range(k)) or not x.flags.c_contiguous:
+        return False
+    return int(np.prod(x.shape[k:])) >= 2
+
+
+def sum_leading_axes(x, count: int, keepdims: bool):
+    """``np.add.reduce(x, axis=range(count), keepdims=keepdims)`` when ``sums_leading_axes``."""
+    kept = x.shape[count:]
+    out = np.zeros(int(np.prod(kept)), dtype=x.dtype)
+    _compiled(_sum_rows_loop)(x.reshape(-1, out.size), out)
+    return out.reshape(((1,) * count if keepdims else ()) + kept)
+
+
+def _sum_rows_loop(rows, out):
+    for r in range(rows.shape[0]):
+        for c in range(rows.shape[1]):
+            out[c] += rows[r, c]

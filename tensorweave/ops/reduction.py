@@ -16,6 +16,7 @@ from tensorweave.graph.core import Tensor
 from tensorweave.graph.dtypes import as_dtype
 from tensorweave.graph.shapes import TensorShape
 from tensorweave.ops import array as array_ops
+from tensorweave.ops import loops
 from tensorweave.ops.common import NUMBERS, convert_to_tensor, output
 from tensorweave.ops.elementwise import (BOOL, INDEX_TYPES, _require, cast, equal, floordiv,
                                          logical_and, logical_not, maximum, multiply, not_equal,
@@ -235,6 +236,8 @@ def _sum(xp, x, axis, keep):
     # numpy widens small ints unless told the dtype; np.sum is np.add.reduce behind a wrapper
     # that costs as much as summing a few thousand floats
     if xp is np:
+        if loops.use_loops(x) and loops.sums_leading_axes(x, axis):  # bias gradients
+            return loops.sum_leading_axes(x, len(axis), keep)
         return np.add.reduce(x, axis=axis, dtype=x.dtype, keepdims=keep)
     return xp.sum(x, axis=axis, keepdims=keep, dtype=x.dtype)
 

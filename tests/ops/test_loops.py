@@ -145,3 +145,36 @@ def test_max_pool_grad_with_padding_keeps_the_numpy_path(monkeypatch):
     kernel = registry.get("MaxPoolGrad").kernel(POOL_2X2, np)
     with_loops, plain = run_both(monkeypatch, lambda: kernel(x, y, g))
     assert same_bytes(with_loops, plain)
+
+
+SUM_CASES = [  # (shape, axes): bias gradients and the edges of the rule
+    ((50, 28, 28, 32), (0, 1, 2)),
+    ((50, 14, 14, 64), (0, 1, 2)),
+    ((1000, 256), (0,)),
+    ((40000, 2), (0,)),
+    ((3, 11000, 3), (0,)),
+    ((9000, 4, 5), (0, 1)),
+]
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("shape, axes", SUM_CASES)
+@pytest.mark.parametrize("keep", [False, True])
+def test_sum_over_leading_axes_equals_numpy(monkeypatch, dtype, shape, axes, keep):
+    rng = np.random.default_rng(4)
+    x = random_array(rng, shape, dtype, scale=10.0)
+    x[(0,) * (len(shape) - 1)] = -0.0  # a column starting with -0.0: numpy's sum starts at +0
+    assert loops.sums_leading_axes(x, axes)
+    kernel = registry.get("Sum").kernel({"keep_dims": keep, "all_axes": False}, np)
+    with_loops, plain = run_both(monkeypatch, lambda: kernel(x, np.asarray(axes, np.int32)))
+    assert same_bytes(with_loops, plain)
+    with np.errstate(all="ignore"):  # inf - inf in a column
+        assert same_bytes(plain, np.add.reduce(x, axis=axes, dtype=dtype, keepdims=keep))
+
+
+@pytest.mark.parametrize("shape, axes", [((40000, 1), (0,)),     # one column: numpy pairs
+                                         ((200, 300), (1,)),     # trailing axis: pairwise
+                                         ((200, 300), (0, 1))])  # everything
+def test_other_sums_keep_numpy(shape, axes):
+    assert not loops.sums_leading_axes(np.zeros(shape, np.float32), axes)
+    assert not loops.sums_leading_axes(np.zeros(shape[::-1], np.float32).T, (0,))
