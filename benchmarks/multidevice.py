@@ -6,8 +6,7 @@ the top of this module before numpy loads its BLAS, so run it as a fresh process
 speedup comes from the device threads, not from BLAS.
 
 1. **Concurrency.** Two independent branches, each a chain of ``k`` float32 ``n x n`` matmuls
-   from its own fed input through its own variables. Timed in alternating rounds (other
-   processes on a shared machine then load every variant alike); the median round counts:
+   from its own fed input through its own variables:
 
    * numpy sequential: both branches on one thread (the baseline);
    * numpy, 2 threads: branch 1 on a worker thread while the caller runs branch 0 (what two
@@ -23,7 +22,13 @@ speedup comes from the device threads, not from BLAS.
    slice on ``/cpu:1``, against the same graph all on ``/cpu:0`` (same session config); also
    with ``transfer_dtype="bfloat16"`` and ``"float16"`` (a cast on each side). The extra time
    per step over the local graph, divided by the MB, is the cost per MB; a line fitted through
-   the sizes splits it into a fixed cost per step and a cost per MB.
+   the sizes splits it into a fixed cost per step and a cost per MB. numpy's own cast round
+   trip of the same bytes is timed alongside, as the floor of what compression costs.
+
+Every variant is timed once per round, in alternating rounds. On a shared machine a round in
+which other processes used more than a tenth of a core (``/proc/stat``'s busy time minus this
+process's CPU time) is set aside, until the asked-for number of quiet rounds (or four times as
+many rounds in all) ran; tables show the median and best of the rounds kept, and say how many.
 
     python -m benchmarks.multidevice            # 1024x1024, 4 matmuls per branch
     python -m benchmarks.multidevice --quick    # small sizes, few rounds: a smoke run
@@ -77,28 +82,102 @@ QUICK = Sizes(n=256, chain=2, rounds=3, cut_mb=(1, 4), cut_rounds=3, seconds_per
 
 # -- timing ---------------------------------------------------------------------------------------
 
-def interleaved_samples(fns: dict, rounds: int, number: dict) -> dict:
-    """Seconds per call of each function, one sample per round; a round times every function
-    once (``number[name]`` calls), in the same order, so load from other processes falls on
-    all of them alike."""
-    samples = {name: [] for name in fns}
-    for _ in range(rounds):
-        for name, fn in fns.items():
-            calls = number.get(name, 1)
-            start = time.perf_counter()
-            for _ in range(calls):
-                fn()
-            samples[name].append((time.perf_counter() - start) / calls)
-    return samples
+def machine_busy_seconds() -> float | None:
+    """CPU seconds every process on the machine has used since boot (``/proc/stat``; stolen
+    time counts as busy), or None where there is no ``/proc/stat``."""
+    try:
+        with open("/proc/stat") as f:
+            fields = f.readline().split()[1:9]
+    except OSError:
+        return None
+    user, nice, system, _idle, _iowait, irq, softirq, steal = (int(v) for v in fields)
+    return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
+
+
+class LoadMeter:
+    """CPU time that *other* processes used during an interval: the machine's busy time minus
+    this process's own (all its threads). A round in which others took a noticeable share of
+    the two cores says nothing about running on two cores, so it is set aside."""
+
+    # Others may use this share of one core, plus a few clock ticks of /proc/stat's sampling.
+    SHARE = 0.1
+    SLACK_SECONDS = 0.03
+
+    def start(self) -> None:
+        self.wall = time.perf_counter()
+        self.own = time.process_time()
+        self.busy = machine_busy_seconds()
+
+    def others_seconds(self) -> float | None:
+        """CPU seconds others used since ``start`` (None when it cannot be told)."""
+        busy = machine_busy_seconds()
+        if busy is None or self.busy is None:
+            return None
+        return max(0.0, (busy - self.busy) - (time.process_time() - self.own))
+
+    def quiet(self, others: float | None) -> bool:
+        if others is None:
+            return True
+        return others <= self.SHARE * (time.perf_counter() - self.wall) + self.SLACK_SECONDS
+
+
+@dataclasses.dataclass
+class Timing:
+    """Seconds per call of each variant in the rounds kept, and how many were set aside."""
+
+    samples: dict
+    kept: int
+    tried: int
+    others_cpu_seconds: list
+
+    def summaries(self) -> dict:
+        return {name: summary(s) for name, s in self.samples.items()}
+
+    def counts(self) -> dict:
+        return {"quiet_rounds": self.kept, "rounds_tried": self.tried,
+                "others_cpu_seconds_per_round": self.others_cpu_seconds}
+
+
+def interleaved_rounds(fns: dict, rounds: int, number: dict) -> Timing:
+    """Time every function once per round (``number[name]`` calls, in the same order), so load
+    from other processes falls on all of them alike, until ``rounds`` rounds were quiet (see
+    ``LoadMeter``) or four times as many were tried; then the quiet rounds count, or every
+    round if none was quiet."""
+    meter = LoadMeter()
+    quiet = {name: [] for name in fns}
+    every = {name: [] for name in fns}
+    others_seconds = []
+    while len(others_seconds) < 4 * rounds and len(quiet[next(iter(fns))]) < rounds:
+        meter.start()
+        one = {name: time_calls(fn, number.get(name, 1)) for name, fn in fns.items()}
+        others = meter.others_seconds()
+        others_seconds.append(others)
+        for name, seconds in one.items():
+            every[name].append(seconds)
+            if meter.quiet(others):
+                quiet[name].append(seconds)
+    kept = len(quiet[next(iter(fns))])
+    return Timing(quiet if kept else every, kept, len(others_seconds), others_seconds)
+
+
+def time_calls(fn, calls: int) -> float:
+    """Seconds per call of ``calls`` calls of ``fn``."""
+    start = time.perf_counter()
+    for _ in range(calls):
+        fn()
+    return (time.perf_counter() - start) / calls
 
 
 def calls_per_sample(fn, seconds: float) -> int:
     """How many calls of ``fn`` (already warm) fill about ``seconds``: short steps are timed
-    in batches so the clock's resolution and the loop do not count."""
-    start = time.perf_counter()
-    fn()
-    once = time.perf_counter() - start
-    return max(1, int(seconds / max(once, 1e-7)))
+    in batches so the clock's resolution and the loop do not count. Calibrated on batches
+    doubling up to a quarter of ``seconds``, so one slow call does not decide it."""
+    calls = 1
+    while True:
+        per_call = time_calls(fn, calls)
+        if per_call * calls >= seconds / 4:
+            return max(1, round(seconds / per_call))
+        calls *= 2
 
 
 def summary(seconds: list) -> dict:
@@ -244,7 +323,7 @@ def tw_runner(variant: TwVariant, branches: Branches, expected: tuple, sessions:
     return run
 
 
-def measure_concurrency(sizes: Sizes) -> dict:
+def measure_concurrency(sizes: Sizes) -> Timing:
     branches = Branches.random(sizes.n, sizes.chain)
     expected = numpy_sequential(branches)
     sessions = []
@@ -255,10 +334,10 @@ def measure_concurrency(sizes: Sizes) -> dict:
             fns[variant.label] = tw_runner(variant, branches, expected, sessions)
         for fn in fns.values():  # warm-up: pages in, starts the threads
             fn()
-        samples = interleaved_samples(fns, sizes.rounds, {})
+        timing = interleaved_rounds(fns, sizes.rounds, {})
     for sess in sessions:
         sess.close()
-    return {name: summary(s) for name, s in samples.items()}
+    return timing
 
 
 def concurrency_rows(results: dict) -> list:
@@ -271,16 +350,20 @@ def concurrency_rows(results: dict) -> list:
     return rows
 
 
-def concurrency_ratios(results: dict) -> dict:
-    med = {name: r["median_ms"] for name, r in results.items()}
-    return {
-        "tw_2_devices_vs_tw_1_device": med[TW_ONE] / med[TW_TWO],
-        "numpy_2_threads_vs_numpy_sequential": med[NUMPY_SEQUENTIAL] / med[NUMPY_THREADS],
-        "tw_1_device_vs_numpy_sequential": med[TW_ONE] / med[NUMPY_SEQUENTIAL],
-        "tw_2_devices_vs_numpy_2_threads": med[TW_TWO] / med[NUMPY_THREADS],
-        "tw_2_devices_summed_vs_tw_1_device": med[TW_ONE] / med[TW_VARIANTS[3].label],
-        "tw_2_devices_summed_no_fusion_vs_tw_1_device": med[TW_ONE] / med[TW_VARIANTS[4].label],
-    }
+RATIOS = (  # (name, numerator variant, denominator variant): how many times faster
+    ("tw_2_devices_vs_tw_1_device", TW_ONE, TW_TWO),
+    ("numpy_2_threads_vs_numpy_sequential", NUMPY_SEQUENTIAL, NUMPY_THREADS),
+    ("numpy_sequential_vs_tw_1_device", NUMPY_SEQUENTIAL, TW_ONE),
+    ("numpy_2_threads_vs_tw_2_devices", NUMPY_THREADS, TW_TWO),
+    ("tw_2_devices_summed_vs_tw_1_device", TW_ONE, TW_VARIANTS[3].label),
+    ("tw_2_devices_summed_no_fusion_vs_tw_1_device", TW_ONE, TW_VARIANTS[4].label),
+)
+
+
+def concurrency_ratios(results: dict, statistic: str) -> dict:
+    """Speedups (above 1: the second variant is faster) from ``statistic`` of each variant."""
+    return {name: results[slow][statistic] / results[fast][statistic]
+            for name, slow, fast in RATIOS}
 
 
 # -- 2. the cost of a cut edge ------------------------------------------------------------------
@@ -342,18 +425,21 @@ def check_cut_edges(sess, fetch, expected: int) -> None:
                              f"{[s.node_name for s in recvs]}")
 
 
-def measure_cut_edges(sizes: Sizes) -> dict:
+def measure_cut_edges(sizes: Sizes) -> tuple:
+    """(summaries by MB and variant, round counts by MB)."""
     results = {}
+    rounds = {}
     for megabytes in sizes.cut_mb:
         sessions = []
         fns = {v.label: cut_edge_runner(megabytes, v, sessions) for v in CUT_VARIANTS}
         number = {label: calls_per_sample(fn, sizes.seconds_per_sample)
                   for label, fn in fns.items()}
-        samples = interleaved_samples(fns, sizes.cut_rounds, number)
-        results[megabytes] = {label: summary(s) for label, s in samples.items()}
+        timing = interleaved_rounds(fns, sizes.cut_rounds, number)
+        results[megabytes] = timing.summaries()
+        rounds[megabytes] = timing.counts()
         for sess in sessions:
             sess.close()
-    return results
+    return results, rounds
 
 
 def extra_us(results: dict, megabytes: int, variant: CutVariant) -> float:
@@ -395,42 +481,70 @@ def goal_line(ratios: dict) -> str:
             f"{ratios['numpy_2_threads_vs_numpy_sequential']:.2f}x on this machine")
 
 
-def report(args, sizes: Sizes, blas: list, concurrency: dict, cut_edges: dict) -> None:
-    title = (f"Two branches of {sizes.chain} float32 {sizes.n}x{sizes.n} matmuls, "
-             f"median of {sizes.rounds} alternating rounds")
+def rounds_note(counts: dict) -> str:
+    return (f"{counts['quiet_rounds']} quiet rounds of {counts['rounds_tried']}"
+            + ("" if counts["quiet_rounds"] else " (none quiet: every round counts)"))
+
+
+def report_concurrency(sizes: Sizes, timing: Timing) -> dict:
+    results = timing.summaries()
+    title = (f"Two branches of {sizes.chain} float32 {sizes.n}x{sizes.n} matmuls "
+             f"({rounds_note(timing.counts())}, alternating)")
     print_table(title, ["variant", "median ms", "best ms", "x numpy seq", "x tw 1 device"],
-                concurrency_rows(concurrency))
-    ratios = concurrency_ratios(concurrency)
-    print("\nRatios (medians):")
-    for name, value in ratios.items():
-        print(f"  {name}: {value:.3f}")
-    print_table(f"Cut edge cost, median of {sizes.cut_rounds} alternating rounds (us per step; "
-                "extra = over the all-on-cpu:0 step, or the whole numpy cast)",
+                concurrency_rows(results))
+    ratios = {statistic: concurrency_ratios(results, statistic)
+              for statistic in ("median_ms", "best_ms")}
+    print("\nSpeedups (median rounds / best rounds):")
+    for name in ratios["median_ms"]:
+        print(f"  {name}: {ratios['median_ms'][name]:.3f} / {ratios['best_ms'][name]:.3f}")
+    return ratios
+
+
+def report_cut_edges(sizes: Sizes, cut_edges: dict, rounds: dict) -> dict:
+    notes = ", ".join(f"{mb} MB: {rounds_note(c)}" for mb, c in rounds.items())
+    print_table(f"Cut edge cost, medians ({notes}); us per step; extra = over the all-on-cpu:0 "
+                "step, or the whole numpy cast",
                 ["MB", "variant", "us/step", "extra us", "extra us/MB"],
                 cut_edge_rows(cut_edges))
     lines = {v.label: fitted_line(cut_edges, v) for v in CUT_VARIANTS[1:]}
     print("\nFitted over the sizes (extra us = fixed + per MB x MB):")
     for label, line in lines.items():
         print(f"  {label}: {line['fixed_us']:.1f} us fixed + {line['us_per_mb']:.2f} us/MB")
-    goal = goal_line(ratios)
-    print("\nGoal:\n  " + goal)
-    print("BLAS: " + (", ".join(f"{b['internal_api']} {b['version']}, {b['num_threads']} thread"
-                                for b in blas) or "threadpoolctl not installed; numpy on 2 "
-                                                  "threads near 2x shows one BLAS thread"))
+    return lines
+
+
+def blas_line(blas: list) -> str:
+    if not blas:
+        return "BLAS: threadpoolctl not installed; numpy on 2 threads near 2x shows one thread"
+    return "BLAS: " + ", ".join(f"{b['internal_api']} {b['version']}, {b['num_threads']} thread"
+                                for b in blas)
+
+
+def report(args, sizes: Sizes, blas: list, timing: Timing, cut_edges: tuple) -> None:
+    ratios = report_concurrency(sizes, timing)
+    lines = report_cut_edges(sizes, *cut_edges)
+    goal = goal_line(ratios["median_ms"])
+    print("\nGoal (medians):\n  " + goal)
+    print(blas_line(blas))
+    by_size, rounds = cut_edges
     write_result(args.output, {
         "quick": args.quick,
         "sizes": dataclasses.asdict(sizes),
         "blas": blas,
         "load_average": list(os.getloadavg()),
-        "concurrency": concurrency,
-        "ratios": ratios,
-        "cut_edge": {str(mb): by_label for mb, by_label in cut_edges.items()},
+        "concurrency": timing.summaries(),
+        "concurrency_rounds": timing.counts(),
+        "ratios": ratios["median_ms"],
+        "ratios_of_best": ratios["best_ms"],
+        "cut_edge": {str(mb): by_label for mb, by_label in by_size.items()},
+        "cut_edge_rounds": {str(mb): counts for mb, counts in rounds.items()},
         "cut_edge_extra_us_per_mb": {
-            str(mb): {v.label: extra_us(cut_edges, mb, v) / mb for v in CUT_VARIANTS[1:]}
-            for mb in cut_edges},
+            str(mb): {v.label: extra_us(by_size, mb, v) / mb for v in CUT_VARIANTS[1:]}
+            for mb in by_size},
         "cut_edge_fit": lines,
         "goal": goal,
-        "notes": "times are medians of alternating rounds; ratios are medians measured in the "
+        "notes": "times are medians (and bests) of alternating rounds, keeping the rounds in "
+                 "which other processes used under 10% of a core; ratios are measured in the "
                  "same run; extra us is the median step time over the all-on-cpu:0 graph's",
     })
 
