@@ -26,6 +26,7 @@ import logging
 import os
 import time
 
+from tensorweave.executor.context import VariableStore
 from tensorweave.graph.core import get_default_graph
 from tensorweave.graph.scopes import GraphKeys
 from tensorweave.ops.state import get_global_step
@@ -105,11 +106,12 @@ class SessionRunContext:
 def read_global_step(session, global_step_tensor) -> int:
     """The committed value of the global step in ``session``, as an int.
 
-    Read from the session's variable store when it has one — no step runs, and it is the
-    value a checkpoint taken now would record; a session without a store runs the tensor."""
+    An in-process session's variable store has it at hand: no step runs, and it is the value
+    a checkpoint taken now would record. Any other session (a remote one, whose store gathers
+    every variable from its tasks) runs the tensor: one small step."""
     store = getattr(session, "variable_store", None)
     op = getattr(global_step_tensor, "op", None)
-    if store is not None and op is not None and op.type == "VariableV2":
+    if isinstance(store, VariableStore) and op is not None and op.type == "VariableV2":
         value = store.values.get(op.attrs["shared_name"])
         if value is not None:
             return int(value)

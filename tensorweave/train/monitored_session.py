@@ -333,6 +333,9 @@ class MonitoredSession:
         session restored from the latest checkpoint when a worker was lost."""
         if self._closed:
             raise RuntimeError("attempted to use a closed MonitoredSession")
+        if self._sess is None:
+            raise RuntimeError("this MonitoredSession lost its session and could not make a new "
+                               "one (see the error raised before)")
         while True:
             try:
                 return self._run_with_hooks(fetches, feed_dict, options, run_metadata)

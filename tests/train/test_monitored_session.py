@@ -482,3 +482,29 @@ def test_a_non_chief_uses_a_ready_session_and_saves_nothing(tmp_path):
             sess.run(model.train_op, feed_dict=model.feed(0))
     assert log == ["begin", "after_create_session", "before_run", "after_run", "end"]
     assert os.listdir(tmp_path) == []
+
+
+# -- sessions of other kinds ----------------------------------------------------------------------
+def test_a_session_whose_store_is_not_in_process_is_asked_by_running_the_global_step():
+    """A remote session's store gathers every variable from its tasks: the global step must be
+    read by running it, never through the store."""
+
+    class GatheringStore:
+        @property
+        def values(self):
+            raise AssertionError("read every variable to get the global step")
+
+    class RemoteLike(tw.Session):
+        @property
+        def variable_store(self):
+            return GatheringStore()
+
+    with tw.Graph().as_default():
+        model = Model(fail_once_at(2))
+        with tw.train.MonitoredTrainingSession(
+                session_factory=RemoteLike, log_step_count_steps=1,
+                hooks=[tw.train.StopAtStepHook(last_step=4), FeedByStep(model)]) as sess:
+            while not sess.should_stop():
+                sess.run(model.train_op)
+            assert sess.run(model.global_step) == 4
+    assert sess.recoveries == [(2, 0)]
