@@ -4,6 +4,7 @@
     tensorweave plan graph.json --cluster cluster.yaml --format dot -o plan.dot
     tensorweave plan model.py --fetch loss --feed x=64,784 --format trace -o step.json
     tensorweave plan model.py -- --model-flag 3      (arguments after -- go to the script)
+    tensorweave cluster up --workers 2 / tensorweave cluster down
 
 ``plan`` loads a graph — a GraphDef JSON file (``tw.graph.serialization.to_json``), or a Python
 script run as ``__main__`` whose default graph is taken when it returns — places it on a
@@ -18,7 +19,7 @@ import os
 import runpy
 import sys
 
-from tensorweave import errors
+from tensorweave import cluster_cmd, errors
 from tensorweave.graph import core
 from tensorweave.graph.shapes import TensorShape
 from tensorweave.placement.api import plan as make_plan
@@ -64,6 +65,7 @@ def _parser() -> argparse.ArgumentParser:
     plan.add_argument("-o", "--output", metavar="PATH", default=None,
                       help="write here instead of printing")
     plan.set_defaults(run=_run_plan)
+    cluster_cmd.add_parser(commands)
     return parser
 
 

@@ -80,14 +80,19 @@ def _import_ray():
 
 
 def _ensure_ray(kind, where, num_cpus):
+    if kind != "local":
+        # Clusters started by `tensorweave cluster up` require Ray's token, and the driver
+        # must ask for it too (Ray reads this when it is imported).
+        os.environ.setdefault("RAY_AUTH_MODE", "token")
     ray = _import_ray()
     if ray.is_initialized():
         return ray
-    os.environ.setdefault("RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO", "0")
     if kind == "local":
-        # A local cluster listens on loopback only, has no dashboard, and keeps Ray's logs
-        # out of the user's terminal.
-        ray.init(num_cpus=max(num_cpus, 1), include_dashboard=False,
+        # A local cluster has loopback as its node address, no dashboard, Ray's token
+        # authentication (on by default for local clusters since Ray 2.59), and keeps Ray's
+        # logs out of the user's terminal. address="local": always an instance of its own,
+        # never a cluster that `ray start` (or RAY_ADDRESS) points at.
+        ray.init(address="local", num_cpus=max(num_cpus, 1), include_dashboard=False,
                  _node_ip_address="127.0.0.1", log_to_driver=False,
                  configure_logging=False)
     else:
