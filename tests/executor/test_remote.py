@@ -184,3 +184,56 @@ def test_seed_programs_on_two_worker_tasks_match_one_process(tmp_path):
             mnist_softmax.main(data + ["--steps", "100", "--target", "local:2"]))
     deep = data + ["--steps", "5", "--batch-size", "20"]
     assert mnist_deep.main(deep) == mnist_deep.main(deep + ["--target", "local:2"])
+
+
+def test_monitored_training_survives_a_killed_worker(tmp_path, caplog):
+    """Kill task 0's process mid-run: the run finishes from the last checkpoint with the same
+    weights as an uninterrupted run, and the recovery is logged with its step numbers."""
+    rng = np.random.default_rng(2)
+    xs = rng.standard_normal((40, 16, 8)).astype(np.float32)
+    ys = rng.integers(0, 3, (40, 16))
+
+    def train(target, checkpoint_dir, kill_at=None):
+        g, x, labels, loss, _, weights = _two_layer_model(remote=bool(target))
+        with g.as_default():
+            step = tw.train.get_or_create_global_step()
+            train_op = tw.train.GradientDescentOptimizer(0.1).minimize(loss, global_step=step)
+
+        class FeedByStep(tw.train.SessionRunHook):
+            def before_run(self, run_context):
+                n = int(tw.train.global_step(run_context.session, step))
+                return tw.train.SessionRunArgs(None, {x: xs[n], labels: ys[n]})
+
+        class KillWorker(tw.train.SessionRunHook):
+            done = False
+
+            def after_run(self, run_context, run_values):
+                n = int(tw.train.global_step(run_context.session, step))
+                if kill_at is not None and n == kill_at and not self.done:
+                    self.done = True
+                    pid = run_context.session.remote_tasks["/job:worker/task:0"]["pid"]
+                    os.kill(pid, signal.SIGKILL)
+
+        hooks = [FeedByStep(), KillWorker(), tw.train.StopAtStepHook(last_step=30)]
+        with g.as_default():
+            with tw.train.MonitoredTrainingSession(
+                    master=target, checkpoint_dir=str(checkpoint_dir),
+                    save_checkpoint_steps=5, hooks=hooks) as sess:
+                while not sess.should_stop():
+                    sess.run(train_op)
+                recoveries = list(sess.recoveries)
+        with g.as_default(), tw.Session() as check:
+            tw.train.Saver().restore(check, tw.train.latest_checkpoint(str(checkpoint_dir)))
+            return check.run(weights + [step]), recoveries
+
+    with caplog.at_level("WARNING", logger="tensorweave.train"):
+        killed, recoveries = train("local:2", tmp_path / "killed", kill_at=12)
+    reference, none = train("", tmp_path / "reference")
+    assert none == [] and len(recoveries) == 1
+    failed_at, restored = recoveries[0]
+    assert restored == 10 and failed_at in (11, 12, 13)  # the kill lands during step 12
+    assert (f"restored checkpoint of step 10 after failure at step {failed_at}"
+            in caplog.text)
+    assert killed[-1] == reference[-1] == 30
+    for a, b in zip(killed, reference):
+        np.testing.assert_array_equal(a, b)
