@@ -133,7 +133,7 @@ class Session:
         if self._closed:
             raise RuntimeError("attempted to use a closed Session")
         _, step, _ = self._entry(fetches, feed_dict or {})
-        return step_plan_of(step)
+        return step_plan_of(step, self.remote_tasks)
 
     def _log_placement(self, step, fetches, feed_dict):
         """``ConfigProto(log_device_placement=True)``: print the placement to stderr, once per
@@ -142,7 +142,7 @@ class Session:
         if not self.config.log_device_placement:
             return
         if step.partitions is not None:
-            print(step_plan_of(step).summary(), file=sys.stderr)
+            print(step_plan_of(step, self.remote_tasks).summary(), file=sys.stderr)
         else:
             print(self.placement_plan(fetches, feed_dict).summary(), file=sys.stderr)
 
@@ -338,8 +338,8 @@ def _safe_cast(src, dst) -> bool:
     return src.kind in "iuf" and dst.kind in "fV" and dst.itemsize >= 2 and src.kind != "c"
 
 
-def step_plan_of(step) -> StepPlan:
-    return StepPlan(step.plan, step.partitions, step.changes, step.devices, step.ops)
+def step_plan_of(step, tasks=None) -> StepPlan:
+    return StepPlan(step.plan, step.partitions, step.changes, step.devices, step.ops, tasks)
 
 
 def _shape_or_none(value):

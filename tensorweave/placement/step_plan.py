@@ -20,12 +20,13 @@ from tensorweave.placement.plan import _written
 
 
 class StepPlan:
-    def __init__(self, plan, partitions, changes, devices, ops):
+    def __init__(self, plan, partitions, changes, devices, ops, tasks=None):
         self.plan = plan                    # tw.placement.Plan of the step graph, or None
         self.partitions = partitions        # Partitioning, or None on one device
         self.changes = list(changes)        # what the passes did
         self.devices = list(devices)
         self.ops = list(ops)
+        self.tasks = dict(tasks or {})      # remote task -> {"host", "node", "pid", ...}
 
     @property
     def multi_device(self) -> bool:
@@ -36,11 +37,23 @@ class StepPlan:
             where = short_device(self.devices[0]) if self.devices else "this process"
             return (f"Step plan: one device ({where}), {len(self.ops)} ops, no partitions "
                     f"and no transfers")
-        return self.plan.summary() + "\n\n" + self.partitions.summary()
+        text = self.plan.summary() + "\n\n" + self.partitions.summary()
+        if self.tasks:
+            text += "\n\n" + self._tasks_table()
+        return text
+
+    def _tasks_table(self) -> str:
+        lines = ["Tasks (Ray actors):"]
+        for task, info in sorted(self.tasks.items()):
+            node = (info.get("node") or "?")[:12]
+            lines.append(f"  {task}  on host {info.get('host', '?')}, Ray node {node}, "
+                         f"pid {info.get('pid', '?')}")
+        return "\n".join(lines)
 
     def to_dict(self) -> dict:
         data = {"multi_device": self.multi_device, "devices": self.devices,
-                "ops": [op.name for op in self.ops], "changes": self.changes}
+                "ops": [op.name for op in self.ops], "changes": self.changes,
+                "tasks": self.tasks}
         if self.multi_device:
             data["plan"] = self.plan.to_dict()
             data["partitions"] = self.partitions.to_dict()

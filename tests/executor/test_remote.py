@@ -86,6 +86,8 @@ def test_feeds_and_fetches_travel_only_to_the_tasks_that_use_them():
         got = sess.run([ya, yb], {a: [1.0, 2.0, 3.0], b: [0.0, 0.0, 1.0]})
         (_, step, _), = sess._steps.values()
         program = step.program
+        summary = sess.step_plan([ya, yb], {a: [1.0, 2.0, 3.0], b: [0.0, 0.0, 1.0]}).summary()
+    assert "Tasks (Ray actors):" in summary and "/job:worker/task:1  on host" in summary
     np.testing.assert_array_equal(got[0], [2.0, 4.0, 6.0])
     np.testing.assert_array_equal(got[1], [1.0, 1.0, 2.0])
     by_task = {t[2]: (program.feed_indices[t], program.fetch_indices[t])
