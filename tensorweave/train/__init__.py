@@ -17,3 +17,5 @@ from tensorweave.train.hooks import (CheckpointSaverHook, CheckpointSaverListene
 from tensorweave.train.monitored_session import (ChiefSessionCreator,  # noqa: F401
                                                  MonitoredSession, MonitoredTrainingSession,
                                                  Scaffold, WorkerSessionCreator)
+from tensorweave.train.collective import all_reduce, all_reduce_buckets  # noqa: F401,E402
+from tensorweave.train.replicate import Replicated, replicate  # noqa: F401,E402
