@@ -239,3 +239,38 @@ def test_monitored_training_survives_a_killed_worker(tmp_path, caplog):
     assert killed[-1] == reference[-1] == 30
     for a, b in zip(killed, reference):
         np.testing.assert_array_equal(a, b)
+
+
+def test_allreduce_replicas_on_two_ray_workers_equal_one_replica():
+    rng = np.random.default_rng(0)
+    xs = rng.standard_normal((4, 32, 10)).astype(np.float32)
+    ys = np.argmax(xs[..., :3], axis=-1)
+
+    def model(x, y):
+        w1 = tw.get_variable("w1", [10, 16],
+                             initializer=tw.random_normal_initializer(stddev=0.3, seed=1))
+        w2 = tw.get_variable("w2", [16, 3],
+                             initializer=tw.random_normal_initializer(stddev=0.3, seed=2))
+        logits = tw.matmul(tw.nn.relu(tw.matmul(x, w1)), w2)
+        return tw.reduce_mean(tw.nn.sparse_softmax_cross_entropy_with_logits(labels=y,
+                                                                             logits=logits))
+
+    results = []
+    for target, devices in (("", ["/cpu:0"]),
+                            ("local:2", ["/job:worker/task:0", "/job:worker/task:1"])):
+        g = tw.Graph()
+        with g.as_default():
+            x = tw.placeholder(tw.float32, [None, 10])
+            y = tw.placeholder(tw.int64, [None])
+            rep = tw.train.replicate(model, [x, y], devices,
+                                     lambda: tw.train.MomentumOptimizer(0.1, 0.9))
+            with tw.Session(target) as sess:
+                sess.run(tw.global_variables_initializer())
+                for bx, by in zip(xs, ys):
+                    sess.run(rep.train_op, {x: bx, y: by})
+                results.append(sess.run(rep.variables))
+    one, two = results
+    for a, b in zip(one[0], two[0]):
+        np.testing.assert_allclose(a, b, atol=1e-6)
+    for a, b in zip(two[0], two[1]):  # the two workers' copies stay bitwise equal
+        assert a.tobytes() == b.tobytes()
