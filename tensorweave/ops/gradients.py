@@ -8,6 +8,8 @@ carry no gradient; ``stop_gradients`` and ``StopGradient`` ops cut the walk.
 
 from __future__ import annotations
 
+import contextlib
+
 from tensorweave import errors
 from tensorweave.graph.core import Tensor
 from tensorweave.ops import registry
@@ -19,6 +21,9 @@ def gradients(ys, xs, grad_ys=None, name="gradients", stop_gradients=None,
     """d(sum(ys))/d(x) for each x in ``xs``: a list of Tensors (None where x does not affect ys).
 
     ``grad_ys`` weights each y (default: ones); ``stop_gradients`` are treated as constants.
+    With ``colocate_gradients_with_ops``, the gradient ops of each op are placed on the device
+    that op requested (what model-parallel programs want: each layer's backward pass runs
+    where its forward pass does).
     """
     from tensorweave.ops.array import ones_like
     from tensorweave.ops.math import add_n
@@ -50,7 +55,7 @@ def gradients(ys, xs, grad_ys=None, name="gradients", stop_gradients=None,
                 continue
             if any(t in stops for t in op.outputs):
                 continue
-            in_grads = _apply_rule(op, out_grads)
+            in_grads = _apply_rule(op, out_grads, colocate_gradients_with_ops)
             for t, g in zip(op.inputs, in_grads):
                 if g is None or not _differentiable(t):
                     continue
@@ -58,7 +63,7 @@ def gradients(ys, xs, grad_ys=None, name="gradients", stop_gradients=None,
         return [_summed(pending.get(x), add_n) for x in xs]
 
 
-def _apply_rule(op, out_grads):
+def _apply_rule(op, out_grads, colocate=False):
     from tensorweave.ops.array import zeros_like
 
     op_def = registry.get(op.type)
@@ -70,7 +75,8 @@ def _apply_rule(op, out_grads):
     out_grads = [zeros_like(t) if g is None and _differentiable(t) else g
                  for t, g in zip(op.outputs, out_grads)]
     graph = op.graph
-    with graph.name_scope(f"{op.name.split('/')[-1]}_grad"):
+    place = graph.device(op.device) if colocate and op.device else contextlib.nullcontext()
+    with graph.name_scope(f"{op.name.split('/')[-1]}_grad"), place:
         grads = list(op_def.grad(op, *out_grads))
     if len(grads) != len(op.inputs):
         raise errors.InternalError(None, op, f"gradient rule of {op.type} returned {len(grads)} "

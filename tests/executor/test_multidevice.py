@@ -331,3 +331,23 @@ def test_cpu_and_gpu_partitions_equal_the_cpu_run(graph):
         got = sess.run(y, {x: value})
         assert len(_step(sess).partitions.graphs) == 2
     np.testing.assert_allclose(got, (np.maximum(value + 1.0, 0) * 2).sum(axis=1), rtol=1e-5)
+
+
+def test_colocated_gradients_run_where_their_forward_ops_do(graph):
+    x = tw.placeholder(tw.float32, [4, 3], name="x")
+    with tw.device("/cpu:0"):
+        w1 = tw.Variable(np.full((3, 5), 0.1, np.float32), name="w1")
+        h = tw.tanh(tw.matmul(x, w1), name="h")
+    with tw.device("/cpu:1"):
+        w2 = tw.Variable(np.full((5, 2), 0.2, np.float32), name="w2")
+        loss = tw.reduce_sum(tw.matmul(h, w2), name="loss")
+    grads = tw.gradients(loss, [w1, w2], colocate_gradients_with_ops=True)
+    plain = tw.gradients(loss, [w1, w2])
+    assert grads[0].op.device == "/device:CPU:0" and grads[1].op.device == "/device:CPU:1"
+    assert plain[0].op.device == "" and plain[1].op.device == ""
+    feed = {x: np.arange(12, dtype=np.float32).reshape(4, 3) / 10}
+    with tw.Session(config=_config(2)) as sess:
+        sess.run(tw.global_variables_initializer())
+        colocated, uncolocated = sess.run([grads, plain], feed)
+    for a, b in zip(colocated, uncolocated):
+        np.testing.assert_array_equal(a, b)
