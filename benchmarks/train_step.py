@@ -16,8 +16,10 @@ pipeline's gain is passes-off time / passes-on time. Each configuration runs in 
 process with ``OPENBLAS_NUM_THREADS``/``OMP_NUM_THREADS``/``MKL_NUM_THREADS`` set before numpy is
 imported; the sessions of a one-thread run also use one inter-op thread. Each step is warmed up,
 then timed in rounds that alternate numpy / tensorweave / tensorweave without passes (other
-processes on a shared machine load them alike); ms/step is the best round, the JSON also has the
-median round and the load average. ``OPENBLAS_CORETYPE`` and ``OPENBLAS_L2_SIZE`` are reported
+processes on a shared machine load them alike). Rounds in which other processes used more than a
+tenth of a core (``/proc/stat``) are set aside, up to three times the rounds asked for; ms/step is
+the best kept round, the JSON also has the median round, every round's foreign CPU time and the
+load average. ``OPENBLAS_CORETYPE`` and ``OPENBLAS_L2_SIZE`` are reported
 when set and passed on unchanged, and so is whether numba (the optional ``fast`` extra, used by
 kernel fusion and ``tensorweave/ops/loops.py``) is installed.
 
@@ -35,6 +37,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import time
 
 import numpy as np
 
@@ -164,22 +167,71 @@ def _fresh_params(model: str) -> dict:
     return ref.initial_params(_shape(model), np.float32, seed=0)
 
 
-def interleaved_timings(steps: dict, case: Case, quick: bool) -> dict:
-    """Seconds per step of each timed round, for each of ``steps`` (name -> step function).
+def machine_busy_seconds():
+    """CPU seconds all processes have used since boot (``/proc/stat``, stolen time counted as
+    busy), or None where the file does not exist."""
+    try:
+        with open("/proc/stat") as f:
+            ticks = [int(v) for v in f.readline().split()[1:9]]
+    except OSError:
+        return None
+    user, nice, system, _idle, _iowait, irq, softirq, steal = ticks
+    return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
+
+
+class RoundLoad:
+    """How much CPU other processes took during one timing round: the machine's busy time
+    minus this process's (all of its threads). A round counts as quiet when others took at most
+    a tenth of one core, plus a few clock ticks of ``/proc/stat``'s sampling."""
+
+    SHARE, SLACK_SECONDS = 0.1, 0.03
+
+    def __init__(self):
+        self.wall, self.own = time.perf_counter(), time.process_time()
+        self.busy = machine_busy_seconds()
+
+    def finish(self):
+        """(others' CPU seconds or None, whether the round was quiet)."""
+        busy = machine_busy_seconds()
+        if busy is None or self.busy is None:
+            return None, True
+        others = max(0.0, busy - self.busy - (time.process_time() - self.own))
+        wall = time.perf_counter() - self.wall
+        return others, others <= self.SHARE * wall + self.SLACK_SECONDS
+
+
+def interleaved_timings(steps: dict, case: Case, quick: bool):
+    """Seconds per step of each kept round, for each of ``steps`` (name -> step function), and
+    a summary of the load other processes put on the machine meanwhile.
 
     Every step is warmed up first; then the rounds alternate between the steps, so that load
-    from other processes on this machine falls on each side alike.
+    from other processes falls on each alike. Rounds in which others took a noticeable share of
+    the machine are set aside while fewer than ``rounds`` quiet ones were seen, up to three times
+    as many rounds; if none was quiet, every round counts.
     """
     warmup, rounds = (1, 3) if quick else (3, 9)
     number = max(1, case.steps_per_round // 5) if quick else case.steps_per_round
     for step in steps.values():
         for _ in range(warmup):
             step()
-    samples = {name: [] for name in steps}
-    for _ in range(rounds):
-        for name, step in steps.items():
-            samples[name].append(best_of(step, repeats=1, number=number))
-    return samples
+    quiet = {name: [] for name in steps}
+    every = {name: [] for name in steps}
+    others = []
+    while len(others) < 3 * rounds and len(quiet[next(iter(steps))]) < rounds:
+        load = RoundLoad()
+        times = {name: best_of(step, repeats=1, number=number) for name, step in steps.items()}
+        seconds, is_quiet = load.finish()
+        others.append(seconds)
+        for name, t in times.items():
+            every[name].append(t)
+            if is_quiet:
+                quiet[name].append(t)
+        if quick and len(others) >= rounds:
+            break  # a smoke run does not wait for quiet rounds
+    kept = len(quiet[next(iter(steps))])
+    load = {"quiet_rounds": kept, "rounds": len(others),
+            "others_cpu_seconds": [None if o is None else round(o, 3) for o in others]}
+    return (quiet if kept else every), load
 
 
 def prepare_numpy(case: Case, x, labels):
@@ -226,7 +278,7 @@ def measure_case(case: Case, threads: int, quick: bool) -> dict:
                 case, x, labels, threads, passes=passes)
             sessions.append(sess)
     try:
-        samples = interleaved_timings(steps, case, quick)
+        samples, row["load"] = interleaved_timings(steps, case, quick)
     finally:
         for sess in sessions:
             sess.close()
@@ -296,7 +348,8 @@ def run_children(args) -> list:
 
 
 TABLE_HEADER = ["model", "batch", "threads", "numpy ms/step", "tensorweave ms/step",
-                "ratio (tw/numpy)", "passes off ms/step", "pipeline gain (off/on)", "load avg"]
+                "ratio (tw/numpy)", "passes off ms/step", "pipeline gain (off/on)",
+                "quiet rounds", "load avg"]
 
 
 def table_rows(rows) -> list:
@@ -305,6 +358,7 @@ def table_rows(rows) -> list:
         table.append([r["model"], r["batch"], r["threads"], r["numpy_ms"],
                       r.get("tensorweave_ms", "skipped"), r.get("ratio", "-"),
                       r.get("tensorweave_no_passes_ms", "skipped"), r.get("pipeline_gain", "-"),
+                      f"{r['load']['quiet_rounds']}/{r['load']['rounds']}",
                       r["load_average_1min"]])
     return table
 
@@ -381,7 +435,10 @@ def report(args, children) -> None:
                  "threads; tensorweave_no_passes_ms disables every pass of tw.passes.PIPELINE "
                  "and pipeline_gain = tensorweave_no_passes_ms / tensorweave_ms; ms/step is the "
                  "best round, *_median_ms the median round; rounds alternate numpy / "
-                 "tensorweave / tensorweave_no_passes; load_average_1min is the machine's load "
+                 "tensorweave / tensorweave_no_passes; a round is quiet when other processes "
+                 "used at most a tenth of a core during it (/proc/stat busy time minus this "
+                 "process's CPU time), and only quiet rounds count when there are any "
+                 "(load.others_cpu_seconds per round); load_average_1min is the machine's load "
                  "when the row started (other processes share its cores)",
     })
 
