@@ -214,6 +214,24 @@ def test_matmul_bias_add_activation_becomes_an_epilogue(graph):
                                              floats(4, seed=2)])
 
 
+def test_no_epilogue_waits_for_an_independent_heavy_branch(graph):
+    """add(matmul(a, a), matmul(c, c)): fusing the add into either matmul would make that
+    matmul wait for the other one; a cheap input (a negation) may still join an epilogue."""
+    a = tw.placeholder(tw.float32, [4, 4], name="a")
+    c = tw.placeholder(tw.float32, [4, 4], name="c")
+    y = tw.add(tw.matmul(a, a, name="b"), tw.matmul(c, c, name="d"), name="y")
+    z = tw.add(tw.matmul(a, c, name="e"), tw.negative(c, name="neg"), name="z")
+    step = step_graph([y, z], [a, c])
+    result = run(fuse, step)
+    assert fused_summary(result.graph)[2:6] == [
+        "b = MatMul(_arg_a_0:0, _arg_a_0:0)",
+        "d = MatMul(_arg_c_0:0, _arg_c_0:0)",
+        "y = Add(b:0, d:0)",
+        "fused = Fused(_arg_a_0:0, _arg_c_0:0, _arg_c_0:0) ['MatMul:e', 'Neg:neg', 'Add:z']",
+    ]
+    assert_same_results(step, result.graph, [floats(4, 4), floats(4, 4, seed=1)])
+
+
 def test_conv2d_epilogue(graph):
     x = tw.placeholder(tw.float32, [2, 6, 6, 3], name="x")
     f = tw.placeholder(tw.float32, [3, 3, 3, 4], name="f")
