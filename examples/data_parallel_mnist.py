@@ -294,7 +294,8 @@ def train_synchronous(sess, model: Model, data, args) -> tuple:
             start = time.perf_counter()
     progress.close()
     seconds = time.perf_counter() - start
-    return (args.steps - 1) * args.batch_size / seconds if args.steps > 1 else 0.0, float(loss)
+    rate = (args.steps - 1) * args.batch_size / seconds if args.steps > 1 else 0.0
+    return rate, float(loss)
 
 
 def train_asynchronous(sess, model: Model, data, args) -> tuple:
@@ -343,8 +344,8 @@ def train_asynchronous(sess, model: Model, data, args) -> tuple:
     if failures:
         raise failures[0]
     seconds = time.perf_counter() - start
-    return (args.steps - 1) * args.batch_size / seconds if args.steps > 1 else 0.0, \
-        sum(losses) / n
+    rate = (args.steps - 1) * args.batch_size / seconds if args.steps > 1 else 0.0
+    return rate, sum(losses) / n
 
 
 def evaluate(sess, model: Model, data, batch: int = 500) -> float:
@@ -352,8 +353,8 @@ def evaluate(sess, model: Model, data, batch: int = 500) -> float:
     one_hot = data.test.one_hot
     for start in range(0, len(data.test.labels), batch):
         xs, ys = data.test.images[start:start + batch], one_hot[start:start + batch]
-        correct += float(sess.run(model.accuracy, {model.images: xs, model.labels: ys})) * \
-            len(xs)
+        accuracy = sess.run(model.accuracy, {model.images: xs, model.labels: ys})
+        correct += float(accuracy) * len(xs)
     return correct / len(data.test.labels)
 
 
