@@ -46,6 +46,7 @@ def build_schedule(ops, feeds, fetches, xp=np, device="") -> Schedule:
     constants: dict = {}
     nodes: list[Node] = []
     node_of_op: dict = {}
+    last_writer: dict = {}  # variable -> index of the last node in the schedule updating it
     for op in ops:
         op_def = registry.get(op.type)
         if op_def.kernel is None:
@@ -65,10 +66,17 @@ def build_schedule(ops, feeds, fetches, xp=np, device="") -> Schedule:
                 outputs.append(slot_of[t])
             else:
                 outputs.append(None)
-        preds = sorted({node_of_op[t.op] for t in op.inputs if t.op in node_of_op} |
-                       {node_of_op[c] for c in op.control_inputs if c in node_of_op})
+        preds = {node_of_op[t.op] for t in op.inputs if t.op in node_of_op} | \
+            {node_of_op[c] for c in op.control_inputs if c in node_of_op}
+        written = _variable_written(op)
+        if written is not None:
+            # Updates of one variable in one step run one after another, in schedule order,
+            # never concurrently (each reads the value the one before it wrote).
+            if written in last_writer:
+                preds.add(last_writer[written])
+            last_writer[written] = len(nodes)
         node = Node(len(nodes), op, kernel, inputs, tuple(outputs), op_def.uses_context,
-                    tuple(preds))
+                    tuple(sorted(preds)))
         node_of_op[op] = node.index
         nodes.append(node)
     last_use: dict = {}
@@ -77,6 +85,18 @@ def build_schedule(ops, feeds, fetches, xp=np, device="") -> Schedule:
             last_use[s] = node.index
     return Schedule(nodes, len(slot_of), [slot_of[t] for t in feeds],
                     [slot_of[t] for t in fetches], constants, last_use, device)
+
+
+_WRITERS = ("Assign", "AssignAdd", "AssignSub")
+
+
+def _variable_written(op):
+    """The store name of the variable ``op`` updates (assignments and optimizer updates)."""
+    if op.type in _WRITERS:
+        return op.attrs.get("shared_name")
+    if op.type.startswith("Apply"):
+        return op.attrs.get("var")
+    return None
 
 
 def _bind(op_def, op, xp):

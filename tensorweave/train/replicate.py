@@ -25,9 +25,10 @@ Modes:
   gradients from them, the ps averages the replicas' gradients and applies them once per step
   (as TF1's SyncReplicasOptimizer with all replicas).
 * ``"ps-async"`` — variables on the ps as above; each replica applies its own gradients with
-  its own update op (``train_ops[i]``), so replicas driven by separate threads or loops update
-  the shared variables whenever they finish, with no waiting for each other. ``train_op`` runs
-  all replicas' updates one after another in one step.
+  its own update op (``train_ops[i]``, which needs only replica i's slice of the inputs), so
+  replicas driven by separate threads or loops update the shared variables whenever they
+  finish, with no waiting for each other. ``train_op`` runs all replicas' updates in one step;
+  the executor applies the updates of one variable one after another, in replica order.
 
 ``loss`` is the mean of the replicas' losses (for the equal slices, the loss of the global
 batch); ``global_step`` (optional) is incremented once per step (per update in ps-async).
@@ -220,14 +221,11 @@ def _parameter_servers(model_fn, slices, devices, ps_devices, make_optimizer, gl
         train_op = opt.apply_gradients(list(zip(averaged, variables)), global_step=global_step)
         train_ops = [train_op]
     else:
-        train_ops, previous = [], None
+        train_ops = []
         for i in range(n):
-            controls = [previous] if previous is not None else []
-            with tw.control_dependencies(controls), tw.name_scope(f"replica_{i}/update"):
-                op = make_optimizer().apply_gradients(list(zip(grads[i], variables)),
-                                                      global_step=global_step)
-            train_ops.append(op)
-            previous = op
+            with tw.name_scope(f"replica_{i}/update"):
+                train_ops.append(make_optimizer().apply_gradients(
+                    list(zip(grads[i], variables)), global_step=global_step))
         train_op = tw.group(*train_ops, name=f"{name}_train")
     return Replicated(_mean_loss(losses, devices[0]), train_op, train_ops, losses, outputs,
                       [variables] * n, devices, mode)

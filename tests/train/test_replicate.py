@@ -171,3 +171,35 @@ def test_replicate_asks_for_an_optimizer_factory_and_variables(graph):
                            lambda: tw.train.GradientDescentOptimizer(0.1))
     with pytest.raises(ValueError, match="mode must be one of"):
         tw.train.replicate(_model, [x, y], ["/cpu:0"], lambda: None, mode="hogwild")
+
+
+def test_async_replicas_update_on_their_own_inputs_alone(graph):
+    x = tw.placeholder(tw.float32, [None, 10])
+    y = tw.placeholder(tw.int64, [None])
+    rep = tw.train.replicate(_model, [x, y], ["/cpu:0", "/cpu:1"],
+                             lambda: tw.train.GradientDescentOptimizer(0.1), mode="ps-async")
+    assert all(not op.control_inputs or all("replica_" not in c.name or
+                                            c.name.startswith(f"replica_{i}/")
+                                            for c in op.control_inputs)
+               for i, op in enumerate(rep.train_ops))
+    rng = np.random.default_rng(4)
+    with tw.Session(config=_config(2)) as sess:
+        sess.run(tw.global_variables_initializer())
+        before = sess.run(rep.variables[0])
+        sess.run(rep.train_ops[1], {x: rng.standard_normal((32, 10)), y: np.zeros(32, np.int64)})
+        after = sess.run(rep.variables[0])
+    assert any(not np.array_equal(a, b) for a, b in zip(before, after))
+
+
+def test_one_steps_updates_of_a_variable_run_in_sequence(graph, monkeypatch):
+    """Two large updates of one variable in one step, on the dataflow runner: both land."""
+    from tensorweave.executor import device_program
+    monkeypatch.setattr(device_program, "has_parallel_work", lambda schedule: True)
+    v = tw.Variable(np.zeros((400, 400), np.float32))
+    ones = tw.ones([400, 400])
+    step = tw.group(tw.assign_add(v, ones), tw.assign_add(v, ones * 2.0))
+    with tw.Session() as sess:
+        sess.run(v.initializer)
+        for _ in range(5):
+            sess.run(step)
+        np.testing.assert_array_equal(sess.run(v), np.full((400, 400), 15.0, np.float32))
