@@ -16,8 +16,9 @@ actors of the same Ray instance, with no tensorweave in them:
      task actors are (a delivery must get in while a step waits for it);
    * Ray Compiled Graph: ``InputNode`` -> a method of each actor -> ``MultiOutputNode``,
      ``execute`` + ``ray.get`` per step. A compiled graph's actors poll their channels while it
-     exists, which would slow the other variants, so it is compiled for each of its own samples
-     and torn down after (compiling is not timed); the CPU they use while idle is reported.
+     exists, which would slow the other variants, so it runs on actors of its own, compiled
+     once (not timed), timed alone before the others, then torn down; the CPU its actors use
+     while idle is reported.
 
 2. **Cut edge.** A float32 tensor of 4 and 64 MB made on task 0 (a variable's value) and read on
    task 1 by a cheap op (the max of its first 1024 elements, so the time is the transfer's):
@@ -30,7 +31,7 @@ actors of the same Ray instance, with no tensorweave in them:
    * Ray Compiled Graph: A -> B in a compiled DAG (a shared-memory channel).
 
 Variants are timed in alternating rounds (load from other processes then falls on all of them
-alike) and the median round counts; ratios are tensorweave over a Ray baseline of the same run.
+alike; the Compiled Graph's rounds come first, alone, see above) and the median round counts; ratios are tensorweave over a Ray baseline of the same run.
 Compiled Graphs are beta: when one cannot be compiled or run here, the table says why.
 
     python -m benchmarks.remote            # 4 and 64 MB, 15 rounds
@@ -85,30 +86,22 @@ QUICK = Sizes(rounds=3, seconds_per_sample=0.01, cut_mb=(4,), cut_rounds=3, idle
 
 # -- timing ---------------------------------------------------------------------------------------
 
-class Steady:
-    """A variant that is always ready: ``ready()`` hands out its step function."""
-
-    def __init__(self, step):
-        self.step = step
-
-    @contextlib.contextmanager
-    def ready(self):
-        yield self.step
+def sample(step, calls: int) -> float:
+    """Seconds per step of ``calls`` steps back to back."""
+    start = time.perf_counter()
+    for _ in range(calls):
+        step()
+    return (time.perf_counter() - start) / calls
 
 
-def interleaved_samples(variants: dict, rounds: int, number: dict) -> dict:
-    """Seconds per step of each variant, one sample per round; a round times every variant
-    once (``number[name]`` steps back to back, inside its ``ready()``), always in the same
-    order, so load from other processes falls on all of them alike."""
-    samples = {name: [] for name in variants}
+def interleaved_samples(fns: dict, rounds: int, number: dict) -> dict:
+    """Seconds per step of each function, one sample (``number[name]`` steps) per round; a
+    round times every function once, always in the same order, so load from other processes
+    falls on all of them alike."""
+    samples = {name: [] for name in fns}
     for _ in range(rounds):
-        for name, variant in variants.items():
-            with variant.ready() as step:
-                calls = number[name]
-                start = time.perf_counter()
-                for _ in range(calls):
-                    step()
-                samples[name].append((time.perf_counter() - start) / calls)
+        for name, fn in fns.items():
+            samples[name].append(sample(fn, number[name]))
     return samples
 
 
@@ -128,14 +121,17 @@ def summary(seconds: list) -> dict:
             "samples": len(seconds)}
 
 
-def timed(variants: dict, rounds: int, seconds_per_sample: float) -> dict:
-    """Size each variant's batches (warm), then time them all in alternating rounds."""
-    number = {}
-    for name, variant in variants.items():
-        with variant.ready() as step:
-            number[name] = calls_per_sample(step, seconds_per_sample)
-    samples = interleaved_samples(variants, rounds, number)
+def timed(fns: dict, rounds: int, seconds_per_sample: float) -> dict:
+    """Size each function's batches (warm), then time them all in alternating rounds."""
+    number = {name: calls_per_sample(fn, seconds_per_sample) for name, fn in fns.items()}
+    samples = interleaved_samples(fns, rounds, number)
     return {name: {**summary(s), "calls_per_sample": number[name]} for name, s in samples.items()}
+
+
+def timed_alone(step, rounds: int, seconds_per_sample: float) -> dict:
+    """One function's rounds back to back (a compiled graph's: see ``CompiledDag``)."""
+    calls = calls_per_sample(step, seconds_per_sample)
+    return {**summary([sample(step, calls) for _ in range(rounds)]), "calls_per_sample": calls}
 
 
 # -- the Ray baselines ----------------------------------------------------------------------------
@@ -162,60 +158,82 @@ def start_pairs(ray, kinds: dict) -> dict:
 
 def kill_pair(ray, pair: Pair):
     for handle in (pair.a, pair.b):
-        ray.kill(handle)
+        try:
+            ray.kill(handle)
+        except Exception:  # noqa: BLE001 - gone already
+            pass
 
 
 class CompiledDag:
-    """A Ray Compiled Graph over a pair of actors, compiled only while one of its own samples
-    is timed: while a compiled graph exists its actors poll their input channels (about half
-    a core each here; ``idle_cores`` measures it), which would slow every variant timed
-    meanwhile. An actor takes part in one compiled graph at a time, so the graphs of the
-    benchmark take turns on one pair.
+    """A Ray Compiled Graph over a pair of actors of its own, or the reason it could not be
+    compiled or run here (Compiled Graphs are beta; the rest of the benchmark runs anyway).
 
-    Compiled Graphs are beta: ``probe`` compiles and runs it once and keeps the error (its
-    first line) when that fails, so the rest of the benchmark still runs."""
+    While a compiled graph exists its actors poll their input channels (``idle_cores``
+    measures what that costs), which would slow every variant timed meanwhile; so it is
+    compiled once per measurement, timed alone before the others, and closed. An actor takes
+    part in one compiled graph at a time (a second compile on the same actors blocked here),
+    and a teardown once hung here with the actors' loops still spinning: so each graph gets a
+    fresh pair of actors, and ``close`` lets Ray kill them when their loops do not stop within
+    its teardown timeout (30 s by default)."""
 
-    def __init__(self, ray, pair: Pair, build, value):
+    def __init__(self, ray, build, value):
         self.ray = ray
-        self.pair = pair
-        self.build = build
-        self.value = value
+        self.build = build          # Pair -> the DAG's output node
+        self.value = value          # what each step's execute() is given
+        self.pair = None
+        self.dag = None
         self.error = None
         self.compile_ms = None
+        self.teardown_ms = None
+        self.first_value = None
 
-    def probe(self) -> bool:
-        try:
-            start = time.perf_counter()
-            with self.ready() as step:
-                self.compile_ms = (time.perf_counter() - start) * 1e3
-                step()
-        except Exception as e:  # noqa: BLE001 - a beta feature: record why, measure the rest
-            self.error = f"{type(e).__name__}: {_first_line(e)}"
+    @property
+    def works(self) -> bool:
         return self.error is None
 
-    @contextlib.contextmanager
-    def ready(self):
-        dag = self.build().experimental_compile()
+    def open(self) -> bool:
+        """Start its actors, compile, run one step; False (the error kept) if that fails."""
         try:
-            yield lambda: self.ray.get(dag.execute(self.value))
-        finally:
-            dag.teardown()
+            self.pair = start_pairs(self.ray, {"dag": False})["dag"]
+            start = time.perf_counter()
+            self.dag = self.build(self.pair).experimental_compile()
+            self.compile_ms = (time.perf_counter() - start) * 1e3
+            self.first_value = self.step()
+        except Exception as e:  # noqa: BLE001 - a beta feature: record why, measure the rest
+            self.error = f"{type(e).__name__}: {_first_line(e)}"
+            self.close()
+        return self.works
+
+    def step(self):
+        return self.ray.get(self.dag.execute(self.value))
 
     def idle_cores(self, seconds: float) -> float | None:
-        """CPU its two actors use (in cores) while the graph is compiled and no step runs;
-        None where /proc cannot tell."""
+        """CPU its two actors use (in cores) while no step runs; None where /proc cannot
+        tell."""
         pids = self.ray.get([self.pair.a.pid.remote(), self.pair.b.pid.remote()])
-        with self.ready() as step:
-            step()
-            before = [process_cpu_seconds(pid) for pid in pids]
-            time.sleep(seconds)
-            after = [process_cpu_seconds(pid) for pid in pids]
+        before = [process_cpu_seconds(pid) for pid in pids]
+        time.sleep(seconds)
+        after = [process_cpu_seconds(pid) for pid in pids]
         if None in before or None in after:
             return None
         return (sum(after) - sum(before)) / seconds
 
+    def close(self):
+        if self.dag is not None:
+            start = time.perf_counter()
+            try:
+                self.dag.teardown(kill_actors=True)
+            except Exception:  # noqa: BLE001 - broken already; its actors go below
+                pass
+            self.teardown_ms = (time.perf_counter() - start) * 1e3
+            self.dag = None
+        if self.pair is not None:
+            kill_pair(self.ray, self.pair)
+            self.pair = None
+
     def describe(self) -> dict:
-        return {"works": self.error is None, "error": self.error, "compile_ms": self.compile_ms}
+        return {"works": self.works, "error": self.error, "compile_ms": self.compile_ms,
+                "teardown_ms": self.teardown_ms}
 
 
 def process_cpu_seconds(pid: int) -> float | None:
@@ -228,24 +246,38 @@ def process_cpu_seconds(pid: int) -> float | None:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def empty_dag(ray, pair: Pair) -> CompiledDag:
+def empty_dag(ray) -> CompiledDag:
     from ray.dag import InputNode, MultiOutputNode  # noqa: PLC0415 - optional, beta
 
-    def build():
+    def build(pair):
         with InputNode() as step:
             return MultiOutputNode([pair.a.ping.bind(step), pair.b.ping.bind(step)])
 
-    return CompiledDag(ray, pair, build, 0)
+    return CompiledDag(ray, build, 0)
 
 
-def cut_dag(ray, pair: Pair, elements: int) -> CompiledDag:
+def cut_dag(ray, elements: int) -> CompiledDag:
     from ray.dag import InputNode  # noqa: PLC0415 - optional, beta
 
-    def build():
+    def build(pair):
         with InputNode() as size:
             return pair.b.consume.bind(pair.a.produce.bind(size))
 
-    return CompiledDag(ray, pair, build, elements)
+    return CompiledDag(ray, build, elements)
+
+
+def measure_dag(dag: CompiledDag, sizes: Sizes, rounds: int, idle: bool) -> tuple:
+    """The compiled graph timed alone (None if it did not work here) and what became of it."""
+    info: dict = {}
+    result = None
+    try:
+        if dag.open():
+            if idle:
+                info["idle_cores"] = dag.idle_cores(sizes.idle_seconds)
+            result = timed_alone(dag.step, rounds, sizes.seconds_per_sample)
+    finally:
+        dag.close()
+    return result, {**dag.describe(), **info}
 
 
 def _first_line(e) -> str:
@@ -303,20 +335,16 @@ def measure_empty(ray, sess, built: TwGraph, pairs: dict, sizes: Sizes) -> tuple
     check_transfers(sess, built.empty, [])
     if [float(v) for v in sess.run(built.empty)] != [1.0, 2.0]:
         raise AssertionError("the empty step's fetches are not [1.0, 2.0]")
+    dag_result, dag_info = measure_dag(empty_dag(ray), sizes, sizes.rounds, idle=True)
     plain, threaded = pairs["plain"], pairs["threaded"]
-    variants = {
-        TW: Steady(lambda: sess.run(built.empty)),
-        RAY_CALLS: Steady(lambda: ray.get([plain.a.ping.remote(), plain.b.ping.remote()])),
-        RAY_THREADED: Steady(lambda: ray.get([threaded.a.ping.remote(),
-                                              threaded.b.ping.remote()])),
-    }
-    dag = empty_dag(ray, pairs["dag"])
-    info = {}
-    if dag.probe():
-        variants[RAY_DAG] = dag
-        info["idle_cores"] = dag.idle_cores(sizes.idle_seconds)
-    results = timed(variants, sizes.rounds, sizes.seconds_per_sample)
-    return results, {**dag.describe(), **info}
+    results = timed({
+        TW: lambda: sess.run(built.empty),
+        RAY_CALLS: lambda: ray.get([plain.a.ping.remote(), plain.b.ping.remote()]),
+        RAY_THREADED: lambda: ray.get([threaded.a.ping.remote(), threaded.b.ping.remote()]),
+    }, sizes.rounds, sizes.seconds_per_sample)
+    if dag_result is not None:
+        results[RAY_DAG] = dag_result
+    return results, dag_info
 
 
 # -- 2. the cut edge ------------------------------------------------------------------------------
@@ -328,21 +356,22 @@ def measure_cut(ray, sess, built: TwGraph, pairs: dict, sizes: Sizes) -> tuple:
         elements = megabytes * MB // 4
         fetch = built.cut[megabytes]
         check_transfers(sess, fetch, [megabytes * MB])
-        variants = {TW: Steady(lambda fetch=fetch: sess.run(fetch)),
-                    **ray_cut_variants(ray, pairs, elements)}
-        dag = cut_dag(ray, pairs["dag"], elements)
-        if dag.probe():
-            variants[RAY_DAG] = dag
-        for name, variant in variants.items():
-            with variant.ready() as step:
-                if step() != 0.0:
-                    raise AssertionError(f"{name}: the max of zeros is not 0")
-        results[megabytes] = timed(variants, sizes.cut_rounds, sizes.seconds_per_sample)
-        dags[megabytes] = dag.describe()
+        dag = cut_dag(ray, elements)
+        dag_result, dags[megabytes] = measure_dag(dag, sizes, sizes.cut_rounds, idle=False)
+        fns = {TW: lambda fetch=fetch: sess.run(fetch), **ray_cut_fns(ray, pairs, elements)}
+        firsts = {name: fn() for name, fn in fns.items()}
+        if dag.works:
+            firsts[RAY_DAG] = dag.first_value
+        for name, value in firsts.items():
+            if value != 0.0:
+                raise AssertionError(f"{name}: the max of zeros came back as {value}")
+        results[megabytes] = timed(fns, sizes.cut_rounds, sizes.seconds_per_sample)
+        if dag_result is not None:
+            results[megabytes][RAY_DAG] = dag_result
     return results, dags
 
 
-def ray_cut_variants(ray, pairs: dict, elements: int) -> dict:
+def ray_cut_fns(ray, pairs: dict, elements: int) -> dict:
     """The two actor-call baselines of a cut edge of ``elements`` float32."""
     same, plain = pairs["threaded"], pairs["plain"]
     steps = itertools.count(1)
@@ -356,7 +385,7 @@ def ray_cut_variants(ray, pairs: dict, elements: int) -> dict:
     def object_ref():
         return ray.get(plain.b.consume.remote(plain.a.produce.remote(elements)))
 
-    return {RAY_SAME: Steady(same_pattern), RAY_REF: Steady(object_ref)}
+    return {RAY_SAME: same_pattern, RAY_REF: object_ref}
 
 
 # -- report -------------------------------------------------------------------------------------
@@ -508,7 +537,7 @@ def main(argv=None) -> None:
     pairs = {}
     try:
         sess.run(built.init)
-        pairs = start_pairs(ray, {"plain": False, "threaded": True, "dag": False})
+        pairs = start_pairs(ray, {"plain": False, "threaded": True})
         print(f"started in {time.perf_counter() - start:.1f} s; timing the empty step",
               flush=True)
         empty, empty_dag_info = measure_empty(ray, sess, built, pairs, sizes)
