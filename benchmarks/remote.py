@@ -59,6 +59,7 @@ MB = 1 << 20
 GOAL_RATIO = 1.5            # tensorweave within 1.5x of raw Ray
 TASKS = ("/job:worker/task:0", "/job:worker/task:1")
 RECEIVE_TIMEOUT_S = 60.0
+SLOW_TEARDOWN_MS = 5_000.0  # a compiled graph's teardown this slow waited for Ray's kill
 
 TW = "tensorweave"
 RAY_CALLS = "Ray, actor calls"
@@ -454,6 +455,10 @@ def transport_lines(empty: dict, cut: dict, dags: dict) -> list:
         if RAY_DAG in by_name:
             lines.append(f"{megabytes} MB: Compiled Graph {by_name[RAY_DAG]['median_ms']:.2f} ms "
                          f"vs actor call {by_name[RAY_SAME]['median_ms']:.2f} ms")
+            teardown_ms = dags["cut"][megabytes]["teardown_ms"] or 0.0
+            if teardown_ms > SLOW_TEARDOWN_MS:
+                lines.append(f"{megabytes} MB: its teardown took {teardown_ms / 1e3:.0f} s (the "
+                             f"actors' loops did not stop; Ray killed them)")
         else:
             lines.append(f"{megabytes} MB: Compiled Graph did not run here: "
                          f"{dags['cut'][megabytes]['error']}")
