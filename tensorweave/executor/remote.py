@@ -250,9 +250,10 @@ class RemoteProgram:
             refs = []
             for task in tasks:
                 feeds = {i: feed_values[i] for i in self.feed_indices[task]}
+                # One argument: Ray serializes each argument of a call on its own.
                 refs.append(remote.actors[task].run.remote(
-                    self.handle, ctx.step_id, feeds, stats is not None,
-                    remote.take_backlog(task)))
+                    (self.handle, ctx.step_id, feeds, stats is not None,
+                     remote.take_backlog(task))))
             try:
                 results = self._gather(tasks, refs, ctx.step_id)
             except BaseException:
@@ -368,6 +369,7 @@ class TaskWorker:
         self.steps: dict = {}           # step id -> TaskRendezvous
         self.done_until = 0             # steps up to here are over: late deliveries dropped
         self.pending: dict = {}         # step id -> variable updates awaiting settle
+        self.timeout_ms = DEFAULT_TIMEOUT_MS  # receive deadline, from the session's config
         self._pool = None
 
     # -- setup ------------------------------------------------------------------------------
@@ -389,6 +391,7 @@ class TaskWorker:
         from tensorweave.ops.importer import import_graph_def  # noqa: PLC0415
         try:
             config = ConfigProto(**payload["config"])
+            self.timeout_ms = config.operation_timeout_in_ms or DEFAULT_TIMEOUT_MS
             programs = []
             for device, text in payload["partitions"]:
                 graph = Graph()
@@ -406,8 +409,11 @@ class TaskWorker:
             return _error_outcome(e)
 
     # -- steps ------------------------------------------------------------------------------
-    def run(self, handle: int, step_id: int, feeds: dict, trace: bool, outcomes: list):
+    def run(self, request: tuple):
+        """``request`` = (handle, step id, {feed index: value}, trace?, outcomes of earlier
+        steps to settle first)."""
         from tensorweave.executor.context import StepContext  # noqa: PLC0415
+        handle, step_id, feeds, trace, outcomes = request
         self.settle(outcomes)
         runner = self.programs.get(handle)
         if runner is None:
@@ -481,7 +487,7 @@ class TaskWorker:
         with self.lock:
             rendezvous = self.steps.get(step_id)
             if rendezvous is None:
-                rendezvous = TaskRendezvous(self, DEFAULT_TIMEOUT_MS)
+                rendezvous = TaskRendezvous(self, self.timeout_ms)
                 self.steps[step_id] = rendezvous
         return rendezvous
 
