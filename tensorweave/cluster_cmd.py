@@ -2,7 +2,7 @@
 
     tensorweave cluster up --workers 2        # ray start --head, bound to 127.0.0.1
     python train.py                           # tw.Session("ray://127.0.0.1:6379", config=...)
-    tensorweave cluster down                  # ray stop
+    tensorweave cluster down                  # ray stop: every Ray process of this user here
 
 These wrap Ray's own commands (``--dry-run`` prints them instead of running them) so a user
 needs to learn nothing else for one machine. The head has no dashboard and requires Ray's
@@ -66,7 +66,9 @@ def _ray() -> str:
 def add_parser(commands):
     cluster = commands.add_parser(
         "cluster", help="start or stop a Ray cluster on this machine for remote Sessions",
-        description="Start (up) or stop (down) a Ray head on this machine, bound to loopback.")
+        description="Start (up) a Ray head on this machine, or stop (down) Ray here. 'down' is "
+                    "Ray's `ray stop`: it ends every Ray process of this user on this machine, "
+                    "including the local instances of running 'local:<n>' sessions.")
     cluster.add_argument("action", choices=["up", "down"])
     cluster.add_argument("--workers", type=int, default=2,
                          help="CPUs the head offers (one per worker task); default 2")
