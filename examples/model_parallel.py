@@ -42,13 +42,17 @@ else scikit-learn's 8x8 digits.
 from __future__ import annotations
 
 import argparse
+import concurrent.futures as cf
 import contextlib
 import dataclasses
+import functools
 import json
 import math
 import os
 import statistics
 import time
+
+import numpy as np
 
 import datasets
 from progress import Progress
@@ -174,43 +178,69 @@ def pipelined_gradients(stages: list, x, labels, micro_batches: int):
     built, which is GPipe's schedule (all forwards, then all backwards)."""
     first, last = stages[0], stages[-1]
     with tw.device(first.device):
-        xs = tw.split(x, micro_batches, name="micro_batches") if micro_batches > 1 else [x]
+        xs = _split(x, micro_batches, "micro_batches")
     with tw.device(last.device):
-        ys = tw.split(labels, micro_batches, name="micro_labels") if micro_batches > 1 \
-            else [labels]
-
-    boundaries = []   # boundaries[m][s]: the input of stage s for micro-batch m
-    losses = []
-    for m in range(micro_batches):
-        with tw.name_scope(f"micro{m}"):
-            h = xs[m]
-            inputs = []
-            for stage in stages:
-                inputs.append(h)
-                with tw.name_scope(f"stage{stage.index}"):
-                    h = stage_forward(stage, h)
-            with tw.device(last.device), tw.name_scope("loss"):
-                xent = tw.nn.softmax_cross_entropy_with_logits_v2(labels=ys[m], logits=h)
-                losses.append(tw.reduce_mean(xent) / float(micro_batches))
-        boundaries.append(inputs)
+        ys = _split(labels, micro_batches, "micro_labels")
+    runs = [micro_batch_forward(stages, xs[m], ys[m], m, micro_batches)
+            for m in range(micro_batches)]
+    losses = [loss for _, loss in runs]
     with tw.device(last.device):
-        loss = tw.add_n(losses, name="loss") if micro_batches > 1 \
-            else tw.identity(losses[0], name="loss")
-
+        if micro_batches > 1:
+            loss = tw.add_n(losses, name="loss")
+        else:
+            loss = tw.identity(losses[0], name="loss")
     per_variable: dict = {}
-    for m in range(micro_batches):
-        upstream = None   # d loss / d (output of the current stage); None: the loss itself
-        for stage in reversed(stages):
-            output = losses[m] if stage is last else boundaries[m][stage.index + 1]
-            needs_input = stage is not first
-            wrt = ([boundaries[m][stage.index]] if needs_input else []) + stage.variables
-            with tw.device(stage.device), tw.name_scope(f"micro{m}/stage{stage.index}_grad"):
-                grads = tw.gradients(output, wrt, grad_ys=upstream)
-            if needs_input:
-                upstream, grads = grads[0], grads[1:]
-            for var, grad in zip(stage.variables, grads):
-                per_variable.setdefault(var, []).append(grad)
+    for m, (inputs, micro_loss) in enumerate(runs):
+        for var, grad in micro_batch_backward(stages, inputs, micro_loss, m).items():
+            per_variable.setdefault(var, []).append(grad)
+    return loss, accumulate(stages, per_variable)
 
+
+def _split(value, pieces: int, name: str) -> list:
+    return tw.split(value, pieces, name=name) if pieces > 1 else [value]
+
+
+def micro_batch_forward(stages: list, x, labels, m: int, micro_batches: int):
+    """Micro-batch ``m`` through every stage: (the input of each stage, its share of the
+    loss: mean cross entropy / M)."""
+    inputs = []
+    with tw.name_scope(f"micro{m}"):
+        h = x
+        for stage in stages:
+            inputs.append(h)
+            with tw.name_scope(f"stage{stage.index}"):
+                h = stage_forward(stage, h)
+        with tw.device(stages[-1].device), tw.name_scope("loss"):
+            xent = tw.nn.softmax_cross_entropy_with_logits_v2(labels=labels, logits=h)
+            loss = tw.reduce_mean(xent) / float(micro_batches)
+    return inputs, loss
+
+
+def micro_batch_backward(stages: list, inputs: list, loss, m: int) -> dict:
+    """Gradients of micro-batch ``m``'s loss for every variable ({variable: gradient}), built
+    stage by stage from the last, each stage's ops on its device.
+
+    In each stage the gradient of the stage's input is built first, the weights' gradients
+    after it: the previous stage waits for the former, nobody waits for the latter, and a
+    device runs its ops in build order. (The second ``tw.gradients`` call builds the input's
+    gradient chain again; the compiler's common subexpression pass keeps the first copy.)"""
+    grads_of: dict = {}
+    upstream = None   # d loss / d (output of the current stage); None: the stage ends in loss
+    for stage in reversed(stages):
+        output = loss if stage is stages[-1] else inputs[stage.index + 1]
+        with tw.device(stage.device), tw.name_scope(f"micro{m}/stage{stage.index}_grad"):
+            to_input = None   # the first stage's input is the data: no gradient needed
+            if stage is not stages[0]:
+                to_input = tw.gradients(output, [inputs[stage.index]], grad_ys=upstream)[0]
+            grads = tw.gradients(output, stage.variables, grad_ys=upstream)
+        grads_of.update(zip(stage.variables, grads))
+        upstream = to_input
+    return grads_of
+
+
+def accumulate(stages: list, per_variable: dict) -> list:
+    """[(sum of the variable's micro-batch gradients, variable), ...], each sum on the
+    variable's device."""
     grads_and_vars = []
     for stage in stages:
         with tw.device(stage.device), tw.name_scope("accumulate"):
@@ -218,7 +248,7 @@ def pipelined_gradients(stages: list, x, labels, micro_batches: int):
                 grads = per_variable[var]
                 total = tw.add_n(grads) if len(grads) > 1 else grads[0]
                 grads_and_vars.append((total, var))
-    return loss, grads_and_vars
+    return grads_and_vars
 
 
 def build(pixels: int, hidden: int, layers: int, devices: int, micro_batches: int,
@@ -357,6 +387,7 @@ class LoadMeter:
         if busy is None or self.busy is None:
             return True   # cannot tell (no /proc/stat): count every round
         others = (busy - self.busy) - (time.process_time() - self.own)
+        # + 20 ms: /proc/stat counts in clock ticks, so a few ticks of error are expected
         return others <= self.SHARE * (time.perf_counter() - self.wall) + 0.02
 
     @staticmethod
@@ -384,41 +415,94 @@ def open_setup(setup: Setup, args, pixels: int, batch: tuple):
 
 
 def time_setups(setups: list, args, pixels: int, batch: tuple) -> dict:
-    """Seconds per training step of each set-up, timed in alternating rounds (so a busy moment
-    of the machine falls on all of them alike) of ``args.timing_steps`` steps each, until
-    ``args.timing_rounds`` quiet rounds or four times as many rounds in all ran. The median
-    and best step of the quiet rounds (of all rounds if none was quiet), and the overlap of
-    the least disturbed of three traced steps of each; the traces are written to ``args.out``
-    as ``trace_m<M>.json`` (multi-device set-ups)."""
+    """Seconds per training step of each set-up (median and best of the rounds kept by
+    ``alternating_rounds``), the overlap of the least disturbed of three traced steps of each
+    multi-device set-up (its trace written to ``args.out`` as ``trace_m<M>.json``), and under
+    "numpy" the ceiling ``MatmulPair`` measured in the same rounds."""
     opened = [(setup, *open_setup(setup, args, pixels, batch)) for setup in setups]
-    samples = {setup: [] for setup in setups}
-    quiet_rounds = rounds = 0
-    meter = LoadMeter()
+    pair = MatmulPair(args.batch_size // args.micro_batches, args.hidden)
+    timers = {setup.label: functools.partial(_seconds_per_step, sess, model, feed,
+                                             args.timing_steps)
+              for setup, sess, model, feed in opened}
+    timers.update({"numpy, 1 thread": pair.one_thread, "numpy, 2 threads": pair.two_threads})
     try:
-        while quiet_rounds < args.timing_rounds and rounds < 4 * args.timing_rounds:
-            meter.start()
-            times = {setup: _seconds_per_step(sess, model, feed, args.timing_steps)
-                     for setup, sess, model, feed in opened}
-            quiet = meter.quiet()
-            quiet_rounds += quiet
-            rounds += 1
-            for setup, seconds in times.items():
-                samples[setup].append((seconds, quiet))
+        samples, quiet = alternating_rounds(timers, args.timing_rounds)
         results = {}
         for setup, sess, model, feed in opened:
-            kept = [s for s, q in samples[setup] if q] or [s for s, _ in samples[setup]]
+            kept = samples[setup.label]
             entry = {"devices": setup.devices, "micro_batches": setup.micro_batches,
                      "step_ms": 1e3 * statistics.median(kept), "best_ms": 1e3 * min(kept),
-                     "rounds": len(kept), "quiet": quiet_rounds > 0}
+                     "rounds": len(kept), "quiet": quiet}
             if setup.devices > 1:
                 trace = least_disturbed_trace(sess, model, feed)
                 write_json(trace, os.path.join(args.out, f"trace_m{setup.micro_batches}.json"))
                 entry.update(overlap_summary(trace))
             results[setup.label] = entry
     finally:
+        pair.close()
         for _, sess, _, _ in opened:
             sess.close()
+    results["numpy"] = {"shape": pair.shape,
+                        "speedup": statistics.median(samples["numpy, 1 thread"])
+                        / statistics.median(samples["numpy, 2 threads"])}
     return results
+
+
+def alternating_rounds(timers: dict, rounds: int) -> tuple:
+    """Call every timer (a function returning seconds) once per round, round after round, so
+    that a busy moment of the machine falls on all of them alike, until ``rounds`` quiet rounds
+    (``LoadMeter``) or four times as many rounds in all ran. Returns ({name: [seconds, ...]},
+    quiet): the samples of the quiet rounds, or of all rounds when none was quiet."""
+    every = {name: [] for name in timers}
+    quiet = {name: [] for name in timers}
+    meter = LoadMeter()
+    quiet_rounds = total = 0
+    while quiet_rounds < rounds and total < 4 * rounds:
+        meter.start()
+        times = {name: timer() for name, timer in timers.items()}
+        kept = meter.quiet()
+        quiet_rounds += kept
+        total += 1
+        for name, seconds in times.items():
+            every[name].append(seconds)
+            if kept:
+                quiet[name].append(seconds)
+    return (quiet, True) if quiet_rounds else (every, False)
+
+
+class MatmulPair:
+    """Two chains of numpy products of one micro-batch's shape ((rows x width) @ (width x
+    width)), run one after the other on one thread, then at once on two threads. Their ratio
+    is what two devices can gain on this machine when nothing else of a step is in the way:
+    on a shared or virtual machine two threads are often well short of twice as fast."""
+
+    def __init__(self, rows: int, width: int, products: int = 8):
+        rng = np.random.default_rng(0)
+        self.left = rng.standard_normal((rows, width), dtype=np.float32)
+        self.right = rng.standard_normal((width, width), dtype=np.float32)
+        self.products = products
+        self.shape = f"({rows} x {width}) @ ({width} x {width})"
+        self._pool = cf.ThreadPoolExecutor(max_workers=1, thread_name_prefix="matmul-pair")
+
+    def _chain(self) -> None:
+        for _ in range(self.products):
+            np.matmul(self.left, self.right)
+
+    def one_thread(self) -> float:
+        start = time.perf_counter()
+        self._chain()
+        self._chain()
+        return time.perf_counter() - start
+
+    def two_threads(self) -> float:
+        start = time.perf_counter()
+        other = self._pool.submit(self._chain)
+        self._chain()
+        other.result()
+        return time.perf_counter() - start
+
+    def close(self) -> None:
+        self._pool.shutdown()
 
 
 def _seconds_per_step(sess, model: Model, feed: dict, steps: int) -> float:
@@ -436,16 +520,20 @@ def least_disturbed_trace(sess, model: Model, feed: dict, tries: int = 3) -> dic
 
 
 def print_timings(results: dict) -> None:
-    base = next(iter(results.values()))
+    steps = {label: entry for label, entry in results.items() if "step_ms" in entry}
+    base = next(iter(steps.values()))
     print(f"\n{'set-up':<18} {'median ms':>9} {'best ms':>8} {'speedup':>8} {'overlap':>8}")
-    for label, entry in results.items():
+    for label, entry in steps.items():
         overlap = f"{100 * entry['overlap']:7.1f}%" if "overlap" in entry else f"{'-':>8}"
         print(f"{label:<18} {entry['step_ms']:9.1f} {entry['best_ms']:8.1f} "
               f"{base['step_ms'] / entry['step_ms']:7.2f}x {overlap}")
-    if not base["quiet"]:
-        print("(other processes kept the machine busy in every round: the times are noisy)")
     print("speedup: the 1-device median over this median; overlap: share of a traced step "
           "in which two devices computed at once")
+    numpy = results["numpy"]
+    print(f"ceiling: two threads against one on two chains of numpy products "
+          f"{numpy['shape']}: {numpy['speedup']:.2f}x")
+    if not base["quiet"]:
+        print("(other processes kept the machine busy in every round: the times are noisy)")
 
 
 # -- main ----------------------------------------------------------------------------------------

@@ -51,13 +51,14 @@ def test_runs_and_writes_plan_traces_and_timings(tmp_path, capsys):
     for name in ("trace.json", "trace_m1.json", "trace_m4.json"):
         assert {"CPU:0", "CPU:1"} <= _lanes(json.loads((out / name).read_text())), name
     timings = json.loads((out / "timings.json").read_text())
-    assert list(timings) == ["1 device, M=1", "2 devices, M=1", "2 devices, M=4"]
+    assert list(timings) == ["1 device, M=1", "2 devices, M=1", "2 devices, M=4", "numpy"]
+    assert timings.pop("numpy")["speedup"] > 0
     for label, entry in timings.items():
         assert entry["step_ms"] > 0, label
         if entry["devices"] > 1:
             assert 0.0 <= entry["overlap"] <= 1.0
             assert set(entry["busy_us"]) == {"CPU:0", "CPU:1"}
-    assert timings == result["timings"]
+    assert timings.items() <= result["timings"].items()
 
 
 def _train(devices: int, micro_batches: int, steps: int = 4):
