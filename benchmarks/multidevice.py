@@ -45,18 +45,16 @@ if __name__ == "__main__":
     for _var in BLAS_THREAD_VARS:
         os.environ[_var] = "1"
 
-import argparse  # noqa: E402
 import concurrent.futures as cf  # noqa: E402
 import dataclasses  # noqa: E402
-import json  # noqa: E402
-import platform  # noqa: E402
 import statistics  # noqa: E402
 import time  # noqa: E402
 
 import numpy as np  # noqa: E402
 
 import tensorweave as tw  # noqa: E402
-from benchmarks.common import print_table, write_json  # noqa: E402
+from benchmarks.common import (Rounds, argument_parser, print_table, quiet_rounds,  # noqa: E402
+                               single_threaded_blas, write_json)
 
 F32 = np.float32
 MB = 1 << 20
@@ -82,82 +80,14 @@ QUICK = Sizes(n=256, chain=2, rounds=3, cut_mb=(1, 4), cut_rounds=3, seconds_per
 
 # -- timing ---------------------------------------------------------------------------------------
 
-def machine_busy_seconds() -> float | None:
-    """CPU seconds every process on the machine has used since boot (``/proc/stat``; stolen
-    time counts as busy), or None where there is no ``/proc/stat``."""
-    try:
-        with open("/proc/stat") as f:
-            fields = f.readline().split()[1:9]
-    except OSError:
-        return None
-    user, nice, system, _idle, _iowait, irq, softirq, steal = (int(v) for v in fields)
-    return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
+def interleaved_rounds(fns: dict, rounds: int, number: dict) -> Rounds:
+    """Time every function once per round (``number[name]`` calls, in the same order), until
+    ``rounds`` rounds were quiet (``benchmarks.common.LoadMeter``: other processes used at most
+    a tenth of a core) or four times as many were tried."""
+    def one_round():
+        return {name: time_calls(fn, number.get(name, 1)) for name, fn in fns.items()}
 
-
-class LoadMeter:
-    """CPU time that *other* processes used during an interval: the machine's busy time minus
-    this process's own (all its threads). A round in which others took a noticeable share of
-    the two cores says nothing about running on two cores, so it is set aside."""
-
-    # Others may use this share of one core, plus a few clock ticks of /proc/stat's sampling.
-    SHARE = 0.1
-    SLACK_SECONDS = 0.03
-
-    def start(self) -> None:
-        self.wall = time.perf_counter()
-        self.own = time.process_time()
-        self.busy = machine_busy_seconds()
-
-    def others_seconds(self) -> float | None:
-        """CPU seconds others used since ``start`` (None when it cannot be told)."""
-        busy = machine_busy_seconds()
-        if busy is None or self.busy is None:
-            return None
-        return max(0.0, (busy - self.busy) - (time.process_time() - self.own))
-
-    def quiet(self, others: float | None) -> bool:
-        if others is None:
-            return True
-        return others <= self.SHARE * (time.perf_counter() - self.wall) + self.SLACK_SECONDS
-
-
-@dataclasses.dataclass
-class Timing:
-    """Seconds per call of each variant in the rounds kept, and how many were set aside."""
-
-    samples: dict
-    kept: int
-    tried: int
-    others_cpu_seconds: list
-
-    def summaries(self) -> dict:
-        return {name: summary(s) for name, s in self.samples.items()}
-
-    def counts(self) -> dict:
-        return {"quiet_rounds": self.kept, "rounds_tried": self.tried,
-                "others_cpu_seconds_per_round": self.others_cpu_seconds}
-
-
-def interleaved_rounds(fns: dict, rounds: int, number: dict) -> Timing:
-    """Time every function once per round (``number[name]`` calls, in the same order), so load
-    from other processes falls on all of them alike, until ``rounds`` rounds were quiet (see
-    ``LoadMeter``) or four times as many were tried; then the quiet rounds count, or every
-    round if none was quiet."""
-    meter = LoadMeter()
-    quiet = {name: [] for name in fns}
-    every = {name: [] for name in fns}
-    others_seconds = []
-    while len(others_seconds) < 4 * rounds and len(quiet[next(iter(fns))]) < rounds:
-        meter.start()
-        one = {name: time_calls(fn, number.get(name, 1)) for name, fn in fns.items()}
-        others = meter.others_seconds()
-        others_seconds.append(others)
-        for name, seconds in one.items():
-            every[name].append(seconds)
-            if meter.quiet(others):
-                quiet[name].append(seconds)
-    kept = len(quiet[next(iter(fns))])
-    return Timing(quiet if kept else every, kept, len(others_seconds), others_seconds)
+    return quiet_rounds(one_round, wanted=rounds, at_most=4 * rounds)
 
 
 def time_calls(fn, calls: int) -> float:
@@ -185,26 +115,8 @@ def summary(seconds: list) -> dict:
             "samples": len(seconds)}
 
 
-# -- BLAS threads -----------------------------------------------------------------------------
-
-def blas_report() -> list:
-    """What threadpoolctl sees of the loaded BLAS libraries ([] when it is not installed)."""
-    try:
-        from threadpoolctl import threadpool_info
-    except ImportError:
-        return []
-    keys = ("internal_api", "version", "num_threads", "architecture")
-    return [{k: info.get(k) for k in keys} for info in threadpool_info()
-            if info.get("user_api") == "blas"]
-
-
-def check_single_threaded_blas(blas: list) -> None:
-    """Refuse to measure with a multi-threaded BLAS: the comparison would be meaningless."""
-    many = [b for b in blas if b["num_threads"] != 1]
-    if many:
-        raise SystemExit(f"BLAS runs {many[0]['num_threads']} threads ({many[0]['internal_api']}):"
-                         " run this benchmark as a fresh process, `python -m "
-                         "benchmarks.multidevice`, so it can limit BLAS before numpy loads")
+def summaries(timing: Rounds) -> dict:
+    return {name: summary(s) for name, s in timing.samples.items()}
 
 
 # -- 1. two independent matmul branches ---------------------------------------------------------
@@ -323,7 +235,7 @@ def tw_runner(variant: TwVariant, branches: Branches, expected: tuple, sessions:
     return run
 
 
-def measure_concurrency(sizes: Sizes) -> Timing:
+def measure_concurrency(sizes: Sizes) -> Rounds:
     branches = Branches.random(sizes.n, sizes.chain)
     expected = numpy_sequential(branches)
     sessions = []
@@ -435,7 +347,7 @@ def measure_cut_edges(sizes: Sizes) -> tuple:
         number = {label: calls_per_sample(fn, sizes.seconds_per_sample)
                   for label, fn in fns.items()}
         timing = interleaved_rounds(fns, sizes.cut_rounds, number)
-        results[megabytes] = timing.summaries()
+        results[megabytes] = summaries(timing)
         rounds[megabytes] = timing.counts()
         for sess in sessions:
             sess.close()
@@ -486,8 +398,8 @@ def rounds_note(counts: dict) -> str:
             + ("" if counts["quiet_rounds"] else " (none quiet: every round counts)"))
 
 
-def report_concurrency(sizes: Sizes, timing: Timing) -> dict:
-    results = timing.summaries()
+def report_concurrency(sizes: Sizes, timing: Rounds) -> dict:
+    results = summaries(timing)
     title = (f"Two branches of {sizes.chain} float32 {sizes.n}x{sizes.n} matmuls "
              f"({rounds_note(timing.counts())}, alternating)")
     print_table(title, ["variant", "median ms", "best ms", "x numpy seq", "x tw 1 device"],
@@ -520,19 +432,19 @@ def blas_line(blas: list) -> str:
                                 for b in blas)
 
 
-def report(args, sizes: Sizes, blas: list, timing: Timing, cut_edges: tuple) -> None:
+def report(args, sizes: Sizes, blas: list, timing: Rounds, cut_edges: tuple) -> None:
     ratios = report_concurrency(sizes, timing)
     lines = report_cut_edges(sizes, *cut_edges)
     goal = goal_line(ratios["median_ms"])
     print("\nGoal (medians):\n  " + goal)
     print(blas_line(blas))
     by_size, rounds = cut_edges
-    write_result(args.output, {
+    write_json("multidevice", {
         "quick": args.quick,
         "sizes": dataclasses.asdict(sizes),
         "blas": blas,
         "load_average": list(os.getloadavg()),
-        "concurrency": timing.summaries(),
+        "concurrency": summaries(timing),
         "concurrency_rounds": timing.counts(),
         "ratios": ratios["median_ms"],
         "ratios_of_best": ratios["best_ms"],
@@ -546,34 +458,13 @@ def report(args, sizes: Sizes, blas: list, timing: Timing, cut_edges: tuple) -> 
         "notes": "times are medians (and bests) of alternating rounds, keeping the rounds in "
                  "which other processes used under 10% of a core; ratios are measured in the "
                  "same run; extra us is the median step time over the all-on-cpu:0 graph's",
-    })
-
-
-def write_result(output: str | None, payload: dict) -> None:
-    """To ``benchmarks/results/multidevice.json``, or to ``output`` (the smoke test's path, so a
-    quick run never replaces the full run's figures)."""
-    if output is None:
-        write_json("multidevice", payload)
-        return
-    machine = {"python": platform.python_version(), "cpus": os.cpu_count(),
-               "processor": platform.processor() or platform.machine()}
-    with open(output, "w") as f:
-        json.dump({"machine": machine, **payload}, f, indent=2, sort_keys=True)
-    print(f"\nwrote {output}")
-
-
-def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="small sizes, few rounds")
-    parser.add_argument("--output", help="write the JSON here instead of benchmarks/results/")
-    return parser.parse_args(argv)
+    }, args.output)
 
 
 def main(argv=None) -> None:
-    args = parse_args(argv)
+    args = argument_parser(__doc__.splitlines()[0], "small sizes, few rounds").parse_args(argv)
     sizes = QUICK if args.quick else FULL
-    blas = blas_report()
-    check_single_threaded_blas(blas)
+    blas = single_threaded_blas("benchmarks.multidevice")
     print(f"load average before: {os.getloadavg()[0]:.2f}", flush=True)
     concurrency = measure_concurrency(sizes)
     cut_edges = measure_cut_edges(sizes)

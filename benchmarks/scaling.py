@@ -65,20 +65,18 @@ if __name__ == "__main__":
     for _var in THREAD_VARS:
         os.environ[_var] = "1"
 
-import argparse  # noqa: E402
 import dataclasses  # noqa: E402
 import json  # noqa: E402
 import statistics  # noqa: E402
 import sys  # noqa: E402
-import time  # noqa: E402
 
 import numpy as np  # noqa: E402
 
 import tensorweave as tw  # noqa: E402
-from benchmarks.common import print_table, write_json  # noqa: E402
-from benchmarks.multidevice import (blas_report, calls_per_sample,  # noqa: E402
-                                    check_single_threaded_blas, machine_busy_seconds,
-                                    time_calls)
+from benchmarks.common import (LoadMeter, argument_parser,  # noqa: E402
+                               check_single_threaded_blas, print_table, quiet_rounds,
+                               single_threaded_blas, write_json)
+from benchmarks.multidevice import calls_per_sample, time_calls  # noqa: E402
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(REPO_ROOT, "examples"))
@@ -213,29 +211,6 @@ def process_tree_cpu_seconds(root: int | None = None) -> float:
     return total
 
 
-class TreeLoadMeter:
-    """CPU time that processes outside this process tree used during a round."""
-
-    SHARE = 0.1              # of one core, plus a few clock ticks of sampling
-    SLACK_SECONDS = 0.05
-
-    def start(self) -> None:
-        self.wall = time.perf_counter()
-        self.busy = machine_busy_seconds()
-        self.ours = process_tree_cpu_seconds()
-
-    def others_seconds(self) -> float | None:
-        busy = machine_busy_seconds()
-        if busy is None or self.busy is None:
-            return None
-        return max(0.0, (busy - self.busy) - (process_tree_cpu_seconds() - self.ours))
-
-    def quiet(self, others: float | None) -> bool:
-        if others is None:
-            return True
-        return others <= self.SHARE * (time.perf_counter() - self.wall) + self.SLACK_SECONDS
-
-
 @dataclasses.dataclass
 class Sample:
     seconds_per_step: float
@@ -256,22 +231,15 @@ def measure_case(case: Case, sizes: Sizes) -> dict:
         workers = check_ray_workers([r.session for r in runners if r.variant.kind == "ray"])
         calls = {r.variant.label: calls_per_sample(r.step, sizes.seconds_per_sample)
                  for r in runners}
-        meter = TreeLoadMeter()
-        quiet = {r.variant.label: [] for r in runners}
-        every = {r.variant.label: [] for r in runners}
-        others = []
-        while len(others) < 3 * sizes.rounds and len(quiet[RAY_1]) < sizes.rounds:
-            meter.start()
-            one = {r.variant.label: sample(r, calls[r.variant.label]) for r in runners}
-            others.append(meter.others_seconds())
-            for label, s in one.items():
-                every[label].append(s)
-                if meter.quiet(others[-1]):
-                    quiet[label].append(s)
-        kept = len(quiet[RAY_1])
-        samples = quiet if kept else every
-        return {"samples": samples, "kept": kept, "tried": len(others),
-                "others_cpu_seconds": others, "calls": calls, "workers": workers,
+
+        def one_round():
+            return {r.variant.label: sample(r, calls[r.variant.label]) for r in runners}
+
+        # Ray's daemons and workers are children of this process: their CPU time is ours.
+        meter = LoadMeter(own_cpu_seconds=process_tree_cpu_seconds, slack_seconds=0.05)
+        rounds = quiet_rounds(one_round, wanted=sizes.rounds, at_most=3 * sizes.rounds,
+                              meter=meter)
+        return {"rounds": rounds, "calls": calls, "workers": workers,
                 "examples_per_step": {r.variant.label: r.examples_per_step for r in runners}}
     finally:
         for r in runners:
@@ -292,7 +260,7 @@ def check_ray_workers(sessions) -> dict:
         raise SystemExit(f"Ray workers do not run one BLAS thread: {wrong}; run this benchmark "
                          f"as a fresh process, `python -m benchmarks.scaling`")
     in_task = blas_in_a_ray_task()
-    check_single_threaded_blas(in_task)
+    check_single_threaded_blas(in_task, "benchmarks.scaling")
     return {"worker_environments": environments, "blas_in_a_ray_task": in_task}
 
 
@@ -309,16 +277,13 @@ def process_environment(pid: int) -> dict:
 
 
 def _blas_here() -> list:
-    """What threadpoolctl sees in the process running this (self-contained: Ray ships it to a
-    worker by value)."""
+    """``blas_report()`` in the process running this, after numpy has loaded its BLAS. Ray
+    ships this function to a worker by value; the worker imports ``benchmarks.common`` itself
+    (it inherits this process's PYTHONPATH and Ray puts the driver's directory on its path)."""
     import numpy  # noqa: F401, PLC0415 - loads the BLAS that threadpoolctl then reports
-    try:
-        from threadpoolctl import threadpool_info  # noqa: PLC0415
-    except ImportError:
-        return []
-    keys = ("internal_api", "version", "num_threads", "architecture")
-    return [{k: info.get(k) for k in keys} for info in threadpool_info()
-            if info.get("user_api") == "blas"]
+
+    from benchmarks.common import blas_report  # noqa: PLC0415
+    return blas_report()
 
 
 def blas_in_a_ray_task() -> list:
@@ -330,7 +295,7 @@ def blas_in_a_ray_task() -> list:
 def case_results(measured: dict) -> dict:
     """Per variant: medians of step time, examples/s and CPU per example; efficiencies."""
     results = {}
-    for label, samples in measured["samples"].items():
+    for label, samples in measured["rounds"].samples.items():
         seconds = statistics.median(s.seconds_per_step for s in samples)
         cpu = statistics.median(s.cpu_seconds_per_step for s in samples)
         examples = measured["examples_per_step"][label]
@@ -354,8 +319,9 @@ def case_results(measured: dict) -> dict:
 
 
 def print_case(case: Case, measured: dict, results: dict) -> None:
-    note = (f"{measured['kept']} quiet rounds of {measured['tried']}" if measured["kept"]
-            else f"no quiet round in {measured['tried']}: every round counts")
+    rounds = measured["rounds"]
+    note = (f"{rounds.kept} quiet rounds of {rounds.tried}" if rounds.kept
+            else f"no quiet round in {rounds.tried}: every round counts")
     rows = []
     for variant in VARIANTS:
         r = results[variant.label]
@@ -443,36 +409,17 @@ def goal_line(measured: dict) -> str:
             f"{GOAL_CNN_EFFICIENCY:.0%}): " + "; ".join(parts))
 
 
-def write_result(output: str | None, payload: dict) -> None:
-    if output is None:
-        write_json("scaling", payload)
-        return
-    with open(output, "w") as f:
-        json.dump(payload, f, indent=2, sort_keys=True)
-    print(f"\nwrote {output}")
-
-
-def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="small batches, few rounds")
-    parser.add_argument("--output", help="write the JSON here instead of benchmarks/results/")
-    return parser.parse_args(argv)
-
-
 def main(argv=None) -> None:
-    args = parse_args(argv)
+    args = argument_parser(__doc__.splitlines()[0], "small batches, few rounds").parse_args(argv)
     sizes = QUICK if args.quick else FULL
-    blas = blas_report()
-    check_single_threaded_blas(blas)
+    blas = single_threaded_blas("benchmarks.scaling")
     print(f"load average before: {os.getloadavg()[0]:.2f}", flush=True)
     measured = {}
     for case in sizes.cases:
         raw = measure_case(case, sizes)
         results = case_results(raw)
         print_case(case, raw, results)
-        measured[case.label] = {"results": results, "quiet_rounds": raw["kept"],
-                                "rounds_tried": raw["tried"],
-                                "others_cpu_seconds_per_round": raw["others_cpu_seconds"],
+        measured[case.label] = {"results": results, **raw["rounds"].counts(),
                                 "steps_per_sample": raw["calls"], "workers": raw["workers"]}
     simulation = simulate(sizes.cases)
     print_simulation(simulation)
@@ -482,7 +429,7 @@ def main(argv=None) -> None:
                                     for b in blas))
     import ray  # noqa: PLC0415 - the remote sessions started it
     ray.shutdown()
-    write_result(args.output, {
+    write_json("scaling", {
         "quick": args.quick, "sizes": dataclasses.asdict(sizes), "blas": blas,
         "thread_vars": {v: os.environ.get(v) for v in THREAD_VARS},
         "load_average_after": list(os.getloadavg()), "measured": measured,
@@ -491,7 +438,7 @@ def main(argv=None) -> None:
                  "replicas / (2 x examples/s of 1); medians of alternating rounds, keeping "
                  "rounds in which processes outside this benchmark's process tree used under "
                  "10% of a core (all rounds when none was quiet); simulated efficiency = "
-                 "step(1 replica, b) / step(8 replicas, 8b)"})
+                 "step(1 replica, b) / step(8 replicas, 8b)"}, args.output)
 
 
 if __name__ == "__main__":

@@ -29,7 +29,6 @@ kernel fusion and ``tensorweave/ops/loops.py``) is installed.
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 import os
@@ -37,13 +36,12 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import time
 
 import numpy as np
 
 import tensorweave as tw
 from benchmarks import numpy_reference as ref
-from benchmarks.common import best_of, print_table, write_json
+from benchmarks.common import argument_parser, best_of, print_table, quiet_rounds, write_json
 
 THREAD_VARS = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
 # Machine notes: these may be set here and change which OpenBLAS kernels run; we only report them.
@@ -167,71 +165,30 @@ def _fresh_params(model: str) -> dict:
     return ref.initial_params(_shape(model), np.float32, seed=0)
 
 
-def machine_busy_seconds():
-    """CPU seconds all processes have used since boot (``/proc/stat``, stolen time counted as
-    busy), or None where the file does not exist."""
-    try:
-        with open("/proc/stat") as f:
-            ticks = [int(v) for v in f.readline().split()[1:9]]
-    except OSError:
-        return None
-    user, nice, system, _idle, _iowait, irq, softirq, steal = ticks
-    return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
-
-
-class RoundLoad:
-    """How much CPU other processes took during one timing round: the machine's busy time
-    minus this process's (all of its threads). A round counts as quiet when others took at most
-    a tenth of one core, plus a few clock ticks of ``/proc/stat``'s sampling."""
-
-    SHARE, SLACK_SECONDS = 0.1, 0.03
-
-    def __init__(self):
-        self.wall, self.own = time.perf_counter(), time.process_time()
-        self.busy = machine_busy_seconds()
-
-    def finish(self):
-        """(others' CPU seconds or None, whether the round was quiet)."""
-        busy = machine_busy_seconds()
-        if busy is None or self.busy is None:
-            return None, True
-        others = max(0.0, busy - self.busy - (time.process_time() - self.own))
-        wall = time.perf_counter() - self.wall
-        return others, others <= self.SHARE * wall + self.SLACK_SECONDS
-
-
 def interleaved_timings(steps: dict, case: Case, quick: bool):
     """Seconds per step of each kept round, for each of ``steps`` (name -> step function), and
     a summary of the load other processes put on the machine meanwhile.
 
     Every step is warmed up first; then the rounds alternate between the steps, so that load
-    from other processes falls on each alike. Rounds in which others took a noticeable share of
-    the machine are set aside while fewer than ``rounds`` quiet ones were seen, up to three times
-    as many rounds; if none was quiet, every round counts.
+    from other processes falls on each alike. Rounds in which others took more than a tenth of a
+    core (``benchmarks.common.LoadMeter``) are set aside while fewer than ``rounds`` quiet ones
+    were seen, up to three times as many rounds (a smoke run does not wait for quiet rounds); if
+    none was quiet, every round counts.
     """
     warmup, rounds = (1, 3) if quick else (3, 9)
     number = max(1, case.steps_per_round // 5) if quick else case.steps_per_round
     for step in steps.values():
         for _ in range(warmup):
             step()
-    quiet = {name: [] for name in steps}
-    every = {name: [] for name in steps}
-    others = []
-    while len(others) < 3 * rounds and len(quiet[next(iter(steps))]) < rounds:
-        load = RoundLoad()
-        times = {name: best_of(step, repeats=1, number=number) for name, step in steps.items()}
-        seconds, is_quiet = load.finish()
-        others.append(seconds)
-        for name, t in times.items():
-            every[name].append(t)
-            if is_quiet:
-                quiet[name].append(t)
-        if quick and len(others) >= rounds:
-            break  # a smoke run does not wait for quiet rounds
-    kept = len(quiet[next(iter(steps))])
-    load = {"quiet_rounds": kept, "rounds": len(others),
-            "others_cpu_seconds": [None if o is None else round(o, 3) for o in others]}
-    return (quiet if kept else every), load
+
+    def one_round():
+        return {name: best_of(step, repeats=1, number=number) for name, step in steps.items()}
+
+    timing = quiet_rounds(one_round, wanted=rounds, at_most=rounds if quick else 3 * rounds)
+    load = {"quiet_rounds": timing.kept, "rounds": timing.tried,
+            "others_cpu_seconds": [None if o is None else round(o, 3)
+                                   for o in timing.others_cpu_seconds]}
+    return timing.samples, load
 
 
 def prepare_numpy(case: Case, x, labels):
@@ -444,13 +401,12 @@ def report(args, children) -> None:
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="fewer repeats: a smoke run")
+    parser = argument_parser(__doc__.splitlines()[0], "fewer repeats: a smoke run",
+                             output_help="child mode: where to write the JSON result")
     parser.add_argument("--models", nargs="+", default=["mlp", "cnn"], choices=["mlp", "cnn"])
     parser.add_argument("--thread-counts", nargs="+", type=int, default=[1, 2],
                         help="BLAS thread counts to measure, one child process each")
     parser.add_argument("--threads", type=int, help="child mode: measure with this many threads")
-    parser.add_argument("--output", help="child mode: where to write the JSON result")
     return parser.parse_args(argv)
 
 
