@@ -40,18 +40,15 @@ Compiled Graphs are beta: when one cannot be compiled or run here, the table say
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import dataclasses
 import itertools
-import json
 import os
-import platform
 import statistics
 import time
 
 import tensorweave as tw
-from benchmarks.common import print_table, write_json
+from benchmarks.common import argument_parser, print_table, write_json
 from benchmarks.ray_baseline import HEAD, RayBaseline
 from tensorweave.graph.device_names import DeviceSpec
 
@@ -484,7 +481,7 @@ def report(args, sizes: Sizes, startup_s: float, empty: dict, cut: dict, dags: d
     for line in transport:
         print("  " + line)
     print(f"\nSession('local:2') start (Ray and both task actors): {startup_s:.1f} s")
-    write_result(args.output, {
+    write_json("remote", {
         "quick": args.quick,
         "sizes": dataclasses.asdict(sizes),
         "ray_version": _ray_version(),
@@ -502,7 +499,7 @@ def report(args, sizes: Sizes, startup_s: float, empty: dict, cut: dict, dags: d
         "transport": transport,
         "notes": "medians of alternating rounds; ratios are tensorweave's median over the "
                  "baseline's, measured in the same run on the same Ray instance",
-    })
+    }, args.output)
 
 
 def _ray_version() -> str:
@@ -510,28 +507,8 @@ def _ray_version() -> str:
     return ray.__version__
 
 
-def write_result(output: str | None, payload: dict) -> None:
-    """To ``benchmarks/results/remote.json``, or to ``output`` (the smoke test's path, so a
-    quick run never replaces the full run's figures)."""
-    if output is None:
-        write_json("remote", payload)
-        return
-    machine = {"python": platform.python_version(), "cpus": os.cpu_count(),
-               "processor": platform.processor() or platform.machine()}
-    with open(output, "w") as f:
-        json.dump({"machine": machine, **payload}, f, indent=2, sort_keys=True)
-    print(f"\nwrote {output}")
-
-
-def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="4 MB only, few rounds")
-    parser.add_argument("--output", help="write the JSON here instead of benchmarks/results/")
-    return parser.parse_args(argv)
-
-
 def main(argv=None) -> None:
-    args = parse_args(argv)
+    args = argument_parser(__doc__.splitlines()[0], "4 MB only, few rounds").parse_args(argv)
     sizes = QUICK if args.quick else FULL
     print(f"load average before: {os.getloadavg()[0]:.2f}", flush=True)
     built = build_tw_graph(sizes.cut_mb)
