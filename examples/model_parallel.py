@@ -170,9 +170,9 @@ def pipelined_gradients(stages: list, x, labels, micro_batches: int):
     of the stage's output (the one that came back from the next stage) is pushed through the
     stage's layers with ``tw.gradients(..., grad_ys=...)`` inside the stage's ``tw.device``.
     That is the chain rule cut at the stage boundaries; it pins every backward op to the device
-    of its forward op. (One ``tw.gradients`` call on the summed loss gives the same sums, but
-    ``colocate_gradients_with_ops`` is accepted and not applied, so the placer would put the
-    backward ops on the first device.) A variable's M gradients are then added on its device.
+    of its forward op. (One ``tw.gradients`` call on the summed loss with
+    ``colocate_gradients_with_ops=True`` places them the same way; without it the placer would
+    put the backward ops on the first device.) A variable's M gradients are then added on its device.
 
     Every forward is built before any backward: a device runs its ops in the order they were
     built, which is GPipe's schedule (all forwards, then all backwards)."""
