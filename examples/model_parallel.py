@@ -171,8 +171,10 @@ def pipelined_gradients(stages: list, x, labels, micro_batches: int):
     stage's layers with ``tw.gradients(..., grad_ys=...)`` inside the stage's ``tw.device``.
     That is the chain rule cut at the stage boundaries; it pins every backward op to the device
     of its forward op. (One ``tw.gradients`` call on the summed loss with
-    ``colocate_gradients_with_ops=True`` places them the same way; without it the placer would
-    put the backward ops on the first device.) A variable's M gradients are then added on its device.
+    ``colocate_gradients_with_ops=True`` places them the same way, but builds each layer's
+    weight gradient next to its input gradient; per stage, ``micro_batch_backward`` can build
+    the input's gradient first. Without either, the placer puts the backward ops on the first
+    device.) A variable's M gradients are then added on its device.
 
     Every forward is built before any backward: a device runs its ops in the order they were
     built, which is GPipe's schedule (all forwards, then all backwards)."""
@@ -630,8 +632,9 @@ def main(argv=None) -> dict:
             sess.run(tw.global_variables_initializer())
             write_plan(sess, model, {model.x: first_batch[0], model.labels: first_batch[1]},
                        args.out)
+            micro_batch = args.batch_size // args.micro_batches
             print(f"stages: {describe_stages(model.stages)}; "
-                  f"{args.micro_batches} micro-batch(es) of {args.batch_size // args.micro_batches}")
+                  f"{args.micro_batches} micro-batch(es) of {micro_batch}")
             seconds = train(args, data, model, sess)
             accuracy = float(sess.run(model.accuracy, {model.x: data.test.images,
                                                        model.labels: data.test.one_hot}))
