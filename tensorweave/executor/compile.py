@@ -84,7 +84,6 @@ class CompiledStep:
                           device=device, xp=_array_module(cluster.device(device)),
                           partial=True)
             for device, part in self.partitions.graphs.items()]
-        self.devices = list(self.partitions.graphs)
         self.program = MultiDeviceProgram(self.device_programs, len(self.fetches),
                                           device_pool_factory(), config.operation_timeout_in_ms)
         self.schedule = None

@@ -35,6 +35,7 @@ re-registers partitions on the next run, and variables come back from a checkpoi
 
 from __future__ import annotations
 
+import concurrent.futures as cf
 import os
 import socket
 import sys
@@ -44,6 +45,14 @@ import time
 import numpy as np
 
 from tensorweave import errors
+from tensorweave.executor.config import ConfigProto
+from tensorweave.executor.context import StepContext, VariableStore
+from tensorweave.executor.device_program import DeviceProgram
+from tensorweave.executor.multidevice import MultiDeviceProgram
+from tensorweave.executor.rendezvous import Rendezvous
+from tensorweave.graph.core import Graph
+from tensorweave.graph.serialization import to_json
+from tensorweave.ops.importer import import_graph_def
 
 DEFAULT_TIMEOUT_MS = 60_000
 _GRACE_SECONDS = 5.0        # how long the client waits for the others after one task failed
@@ -209,7 +218,6 @@ class RemoteProgram:
 
     def __init__(self, remote: RemoteCluster, partitions, user_graph, feed_names, num_fetches,
                  config):
-        from tensorweave.graph.serialization import to_json  # noqa: PLC0415
         self.remote = remote
         self.user_graph = user_graph
         self.num_fetches = num_fetches
@@ -233,14 +241,12 @@ class RemoteProgram:
         return any(self.remote.incarnations.get(t) != inc for t, inc in self.incarnations.items())
 
     def _register(self):
-        ray = self.remote.ray
         tasks = list(self.payloads)
         refs = [self.remote.actors[t].register.remote(self.handle, self.payloads[t])
                 for t in tasks]
         results = self._gather(tasks, refs, None)
         for task, result in zip(tasks, results):
             self.feed_indices[task], self.fetch_indices[task] = result
-        del ray
 
     def run(self, ctx, feed_values, stats=None, t0=0.0):
         tasks = list(self.payloads)
@@ -358,7 +364,6 @@ class TaskWorker:
     rendezvous of the steps it is running."""
 
     def __init__(self, task):
-        from tensorweave.executor.context import VariableStore  # noqa: PLC0415
         self.task = tuple(task)
         self.incarnation = int.from_bytes(os.urandom(6), "little") | 1
         self.store = VariableStore()
@@ -371,6 +376,7 @@ class TaskWorker:
         self.pending: dict = {}         # step id -> variable updates awaiting settle
         self.timeout_ms = DEFAULT_TIMEOUT_MS  # receive deadline, from the session's config
         self._pool = None
+        self._devices_pool = None
 
     # -- setup ------------------------------------------------------------------------------
     def describe(self) -> dict:
@@ -384,11 +390,6 @@ class TaskWorker:
 
     def register(self, handle: int, payload: dict):
         """Import this task's partitions and build one DeviceProgram per device."""
-        from tensorweave.executor.config import ConfigProto  # noqa: PLC0415
-        from tensorweave.executor.device_program import DeviceProgram  # noqa: PLC0415
-        from tensorweave.executor.multidevice import MultiDeviceProgram  # noqa: PLC0415
-        from tensorweave.graph.core import Graph  # noqa: PLC0415
-        from tensorweave.ops.importer import import_graph_def  # noqa: PLC0415
         try:
             config = ConfigProto(**payload["config"])
             self.timeout_ms = config.operation_timeout_in_ms or DEFAULT_TIMEOUT_MS
@@ -412,7 +413,6 @@ class TaskWorker:
     def run(self, request: tuple):
         """``request`` = (handle, step id, {feed index: value}, trace?, outcomes of earlier
         steps to settle first)."""
-        from tensorweave.executor.context import StepContext  # noqa: PLC0415
         handle, step_id, feeds, trace, outcomes = request
         self.settle(outcomes)
         runner = self.programs.get(handle)
@@ -493,13 +493,11 @@ class TaskWorker:
 
     def _thread_pool(self):
         if self._pool is None:
-            import concurrent.futures as cf  # noqa: PLC0415
             self._pool = cf.ThreadPoolExecutor(max_workers=os.cpu_count() or 1,
                                                thread_name_prefix="tensorweave-inter-op")
         return self._pool
 
     def _device_pool(self):
-        import concurrent.futures as cf  # noqa: PLC0415
         if not hasattr(self, "_devices_pool"):
             self._devices_pool = cf.ThreadPoolExecutor(max_workers=8,
                                                        thread_name_prefix="tensorweave-device")
@@ -557,11 +555,11 @@ class RemoteVariableStore:
     """The client's view of the variables held by the tasks (what ``tw.train.Saver`` reads
     and restores): ``values`` gathers them, ``commit`` sends each to the task that owns it."""
 
-    def __init__(self, remote: RemoteCluster, owner_of):
+    def __init__(self, remote: RemoteCluster, owners):
         self.remote = remote
         self.lock = threading.Lock()
         self.random_streams: dict = {}
-        self._owner_of = owner_of       # variable store name -> task
+        self._owners = owners           # () -> {variable store name: task}
 
     @property
     def values(self) -> dict:
@@ -569,8 +567,11 @@ class RemoteVariableStore:
 
     def commit(self, updates: dict):
         self.remote.settle_all()
+        owners = self._owners()
         by_task: dict = {}
         for name, value in updates.items():
-            by_task.setdefault(self._owner_of(name), {})[name] = value
+            if name not in owners:
+                raise KeyError(f"no variable of this session's graph is stored as {name!r}")
+            by_task.setdefault(owners[name], {})[name] = value
         self.remote.ray.get([self.remote.actors[t].commit_variables.remote(u)
                              for t, u in by_task.items()], timeout=120)

@@ -53,7 +53,7 @@ class Session:
         if parse_target(target) is not None:
             self._remote = RemoteCluster(target, self.config.cluster_def,
                                          self.config.device_count or None)
-            self._store = RemoteVariableStore(self._remote, self._owner_of)
+            self._store = RemoteVariableStore(self._remote, self._variable_owners)
 
     # -- running ----------------------------------------------------------------------------
     def run(self, fetches, feed_dict=None, options=None, run_metadata=None):
@@ -181,13 +181,11 @@ class Session:
             self._pinned_ops = len(ops)
         return self._pins
 
-    def _owner_of(self, store_name: str):
-        """The remote task that keeps the variable stored as ``store_name``."""
+    def _variable_owners(self) -> dict:
+        """``{store name: remote task}`` of every variable of the graph."""
         pins = self._variable_pins()
-        for op in self.graph.get_operations():
-            if op.type == "VariableV2" and op.attrs.get("shared_name") == store_name:
-                return self._remote.task_of(pins[op.name])
-        raise KeyError(f"no variable of this session's graph is stored as {store_name!r}")
+        return {op.attrs["shared_name"]: self._remote.task_of(pins[op.name])
+                for op in self.graph.get_operations() if op.type == "VariableV2"}
 
     def _device_threads(self):
         """Threads that run the partitions of multi-device steps (one per device; the calling

@@ -172,10 +172,9 @@ class _Partitioner:
     def _fallback_device(self) -> str:
         if self.default_device:
             return self.default_device
-        placed = [d for name, d in self.device_of.items()]
-        if not placed:
+        if not self.device_of:
             raise errors.InternalError(None, None, "partition: no op has a device")
-        return sorted(placed)[0]
+        return min(self.device_of.values())
 
     def _device(self, op) -> str:
         return self.device_of[op.name]
