@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import concurrent.futures as cf
 import os
+import pickle
 import socket
 import sys
 import threading
@@ -228,7 +229,8 @@ class RemoteProgram:
         for device, graph in partitions.graphs.items():
             by_task.setdefault(remote.task_of(device), []).append((device, to_json(graph)))
         self.payloads = {task: {"partitions": parts, "feed_names": list(feed_names),
-                                "num_fetches": num_fetches, "config": _config_dict(config)}
+                                "num_fetches": num_fetches, "config": _config_dict(config),
+                                "tasks": sorted(by_task)}
                          for task, parts in by_task.items()}
         self.incarnations = dict(remote.incarnations)
         self.feed_indices: dict = {}
@@ -256,18 +258,20 @@ class RemoteProgram:
             refs = []
             for task in tasks:
                 feeds = {i: feed_values[i] for i in self.feed_indices[task]}
-                # One argument: Ray serializes each argument of a call on its own.
-                refs.append(remote.actors[task].run.remote(
-                    (self.handle, ctx.step_id, feeds, stats is not None,
-                     remote.take_backlog(task))))
+                small, large = split_by_size(feeds)
+                request = pack((self.handle, ctx.step_id, small, stats is not None,
+                                remote.take_backlog(task)))
+                call = remote.actors[task].run
+                refs.append(call.remote(request, large) if large else call.remote(request))
             try:
-                results = self._gather(tasks, refs, ctx.step_id)
+                results = self._collect(tasks, refs, ctx.step_id)
             except BaseException:
                 remote.record(tasks, ctx.step_id, False)
                 raise
             remote.record(tasks, ctx.step_id, True)
         values = [None] * self.num_fetches
-        for task, (fetched, task_stats, task_wall0) in zip(tasks, results):
+        for task, result in zip(tasks, results):
+            fetched, task_stats, task_wall0 = unpack(result)
             for j, value in fetched.items():
                 values[j] = value
             if stats is not None:
@@ -277,6 +281,24 @@ class RemoteProgram:
                     s.end_us += shift
                     stats.append(s)
         return tuple(values)
+
+    def _collect(self, tasks, refs, step_id):
+        """The step's answers, one per task. The usual case costs one ``ray.get``: a task whose
+        step fails aborts it on the other tasks itself (see ``TaskWorker.run``), so every call
+        returns soon, and ``ray.get`` returns early when an actor died. Anything but answers
+        from every task in time goes to ``_gather``, which sorts it out."""
+        try:
+            outcomes = self.remote.ray.get(refs, timeout=self.timeout_ms / 1000.0
+                                           + _GRACE_SECONDS)
+        except Exception:  # noqa: BLE001 - a dead or silent task: _gather names it
+            return self._gather(tasks, refs, step_id)
+        failure = None
+        for outcome in outcomes:
+            if _is_error(outcome):
+                failure = _worse(failure, self._error(outcome))
+        if failure is not None:
+            raise failure
+        return outcomes
 
     def _gather(self, tasks, refs, step_id):
         """Wait for one call per task; the first failure aborts the step on the other tasks,
@@ -299,15 +321,15 @@ class RemoteProgram:
             task = pending.pop(ref)
             try:
                 outcome = ray.get(ref)
+            except LostPartitions as e:  # Ray's error for a raise in the actor is one too
+                outcome = ("error", "StaleStepError", str(getattr(e, "cause", e)), None)
             except Exception as e:  # noqa: BLE001 - the actor died or is unreachable
                 outcome = ("error", "UnavailableError",
                            f"task {task_label(task)} is unavailable: {type(e).__name__}: "
                            f"{_first_line(e)}", None)
-            if isinstance(outcome, tuple) and outcome and outcome[0] == "error":
+            if _is_error(outcome):
                 error = self._error(outcome)
-                if failure is None or (isinstance(failure, errors.CancelledError)
-                                       and not isinstance(error, errors.CancelledError)):
-                    failure = error
+                failure = _worse(failure, error)
                 if step_id is not None:
                     for other in pending.values():
                         self.remote.actors[other].abort.remote(step_id, str(error))
@@ -343,6 +365,55 @@ class RemoteProgram:
         return cls(None, op, message)
 
 
+# -- what a step's calls carry ----------------------------------------------------------------------
+# Every argument and return value of an actor call costs Ray a serialization of its own (measured
+# here: ~0.1 ms per argument; a returned numpy scalar ~0.09 ms more than a bytes object), while
+# pickling a few small values ourselves costs microseconds. So a step's request and answer are
+# one pickled bytes object each, and only arrays too large to be worth copying into it travel as
+# Ray values of their own (through Ray's shared-memory object store, not copied on one node).
+PACK_LIMIT_BYTES = 64 << 10
+
+
+def split_by_size(values: dict) -> tuple:
+    """``(small, large)``: the values that go inside the packed bytes, and the arrays of more
+    than PACK_LIMIT_BYTES that travel as Ray values (None when there are none)."""
+    large = {k: v for k, v in values.items() if getattr(v, "nbytes", 0) > PACK_LIMIT_BYTES}
+    if not large:
+        return values, None
+    return {k: v for k, v in values.items() if k not in large}, large
+
+
+def pack(value) -> bytes:
+    return pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
+
+
+def unpack(result) -> tuple:
+    """A task's answer to ``run``: (fetches by index, stats, the task's start time)."""
+    if isinstance(result, bytes):
+        return pickle.loads(result)
+    packed, large = result
+    fetched, stats, wall0 = pickle.loads(packed)
+    fetched.update(large)
+    return fetched, stats, wall0
+
+
+def _is_error(outcome) -> bool:
+    return isinstance(outcome, tuple) and len(outcome) == 4 and outcome[0] == "error"
+
+
+def _worse(failure, error):
+    """The error a step reports: the first one that is not a cancellation (the others were
+    cancelled because of it)."""
+    if failure is None or (isinstance(failure, errors.CancelledError)
+                           and not isinstance(error, errors.CancelledError)):
+        return error
+    return failure
+
+
+class LostPartitions(RuntimeError):
+    """Raised by a task asked to run a step it does not have (it restarted since)."""
+
+
 class StaleStepError(errors.UnavailableError):
     """A task restarted since this step was registered: the Session compiles the step again
     (with the new incarnations in its rendezvous keys) and runs it once more."""
@@ -368,6 +439,7 @@ class TaskWorker:
         self.incarnation = int.from_bytes(os.urandom(6), "little") | 1
         self.store = VariableStore()
         self.programs: dict = {}
+        self.participants: dict = {}    # handle -> the other tasks that run that step
         self.peers: dict = {}
         self.accepted: dict = {}        # task -> incarnation whose sends are taken
         self.lock = threading.Lock()
@@ -403,6 +475,8 @@ class TaskWorker:
             runner = MultiDeviceProgram(programs, payload["num_fetches"], self._device_pool(),
                                         config.operation_timeout_in_ms)
             self.programs[handle] = runner
+            self.participants[handle] = [tuple(t) for t in payload["tasks"]
+                                         if tuple(t) != self.task]
             feeds = sorted({i for p in programs for i in p.feed_indices})
             fetches = sorted({j for p in programs for j in p.fetch_indices})
             return feeds, fetches
@@ -410,16 +484,21 @@ class TaskWorker:
             return _error_outcome(e)
 
     # -- steps ------------------------------------------------------------------------------
-    def run(self, request: tuple):
-        """``request`` = (handle, step id, {feed index: value}, trace?, outcomes of earlier
-        steps to settle first)."""
-        handle, step_id, feeds, trace, outcomes = request
+    def run(self, request: bytes, large_feeds: dict | None = None):
+        """``request`` = the packed (handle, step id, {feed index: value}, trace?, outcomes of
+        earlier steps to settle first); feeds too large to pack come as ``large_feeds``.
+        Returns the step's fetches, stats and start time packed (see ``pack``), or an error
+        outcome."""
+        handle, step_id, feeds, trace, outcomes = pickle.loads(request)
+        if large_feeds:
+            feeds.update(large_feeds)
         self.settle(outcomes)
         runner = self.programs.get(handle)
         if runner is None:
-            return ("error", "StaleStepError",
-                    f"task {task_label(self.task)} restarted and lost this step's partitions",
-                    None)
+            # Raised, not returned: the client's ray.get returns early on an exception, and
+            # this task cannot tell the others (it does not know who runs the step).
+            raise LostPartitions(f"task {task_label(self.task)} restarted and lost this "
+                                 f"step's partitions")
         ctx = StepContext(self.store, step_id)
         ctx.rendezvous = self._rendezvous(step_id)
         values = [None] * (max(feeds) + 1 if feeds else 0)
@@ -431,7 +510,13 @@ class TaskWorker:
             with np.errstate(all="ignore"):
                 fetched = runner.run(ctx, values, stats, time.perf_counter())
         except Exception as e:  # noqa: BLE001 - reported to the client in its terms
-            return _error_outcome(e)
+            outcome = _error_outcome(e)
+            if outcome[1] != "CancelledError":
+                # The other tasks of the step may be waiting for what this one would have
+                # sent: wake them now rather than at their deadline.
+                for task in self.participants.get(handle, ()):
+                    self.peers[task].abort.remote(step_id, outcome[2])
+            return outcome
         finally:
             with self.lock:
                 self.steps.pop(step_id, None)
@@ -440,7 +525,9 @@ class TaskWorker:
             with self.lock:
                 self.pending[step_id] = ctx.updates
         results = {j: fetched[j] for j in range(len(fetched)) if fetched[j] is not None}
-        return results, stats or [], wall0
+        small, large = split_by_size(results)
+        packed = pack((small, stats or [], wall0))
+        return (packed, large) if large else packed
 
     def settle(self, outcomes: list):
         """Commit the held updates of the steps that succeeded everywhere; drop the others."""
@@ -452,6 +539,9 @@ class TaskWorker:
         return True
 
     def abort(self, step_id: int, message: str):
+        with self.lock:
+            if step_id <= self.done_until and step_id not in self.steps:
+                return False  # the step is over here
         self._rendezvous(step_id).abort(message)
         return True
 
@@ -498,18 +588,13 @@ class TaskWorker:
         return self._pool
 
     def _device_pool(self):
-        if not hasattr(self, "_devices_pool"):
+        if self._devices_pool is None:
             self._devices_pool = cf.ThreadPoolExecutor(max_workers=8,
                                                        thread_name_prefix="tensorweave-device")
         return self._devices_pool
 
 
-def _rendezvous_base():
-    from tensorweave.executor.rendezvous import Rendezvous  # noqa: PLC0415
-    return Rendezvous
-
-
-class TaskRendezvous(_rendezvous_base()):
+class TaskRendezvous(Rendezvous):
     """A step's rendezvous on one task: a send to a device of another task becomes that
     task's ``deliver`` call; everything else is local."""
 

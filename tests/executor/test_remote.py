@@ -95,6 +95,32 @@ def test_feeds_and_fetches_travel_only_to_the_tasks_that_use_them():
     assert by_task == {0: ([0], [0]), 1: ([1], [1])}
 
 
+def test_large_and_small_feeds_and_fetches_of_one_step_arrive_whole():
+    """Small values travel packed inside a step's call, arrays over PACK_LIMIT_BYTES as Ray
+    values of their own; a step with both on each side gets every one back exactly."""
+    from tensorweave.executor.remote import PACK_LIMIT_BYTES
+    big_n = PACK_LIMIT_BYTES // 4 + 100     # float32 elements: just over the limit
+    g = tw.Graph()
+    with g.as_default():
+        small = tw.placeholder(tw.float32, [3], name="small")
+        big = tw.placeholder(tw.float32, [big_n], name="big")
+        with tw.device("/job:worker/task:0"):
+            doubled = tw.multiply(big, 2.0, name="doubled")
+            shifted = tw.add(small, 1.0, name="shifted")
+        with tw.device("/job:worker/task:1"):
+            total = tw.reduce_sum(doubled, name="total")
+            negated = tw.negative(doubled, name="negated")
+    rng = np.random.default_rng(0)
+    big_value = rng.standard_normal(big_n).astype(np.float32)
+    with tw.Session("local:2", graph=g) as sess:
+        got = sess.run([shifted, doubled, total, negated],
+                       {small: [1.0, 2.0, 3.0], big: big_value})
+    np.testing.assert_array_equal(got[0], [2.0, 3.0, 4.0])
+    np.testing.assert_array_equal(got[1], big_value * 2.0)
+    np.testing.assert_allclose(got[2], np.sum(big_value * 2.0), rtol=1e-5)
+    np.testing.assert_array_equal(got[3], -(big_value * 2.0))
+
+
 def test_variables_persist_on_their_task_and_saver_round_trips(tmp_path):
     g = tw.Graph()
     with g.as_default():
@@ -133,6 +159,28 @@ def test_an_error_on_a_task_names_the_op_and_changes_no_variable():
         np.testing.assert_array_equal(sess.run(v), [10.0, 20.0])
         np.testing.assert_array_equal(sess.run(bad, {n: 4}), [[0, 1], [2, 3]])
         np.testing.assert_array_equal(sess.run(v), [11.0, 21.0])
+
+
+def test_a_failing_sender_wakes_the_task_waiting_for_its_value():
+    """The failing task aborts the step on the others itself: the receiver on task 1 does
+    not sit out its deadline, and the error is the sender's, not the receiver's
+    cancellation."""
+    g = tw.Graph()
+    with g.as_default():
+        n = tw.placeholder(tw.int32, [], name="n")
+        with tw.device("/job:worker/task:0"):
+            bad = tw.reshape(tw.range(n), [2, 2], name="bad")
+        with tw.device("/job:worker/task:1"):
+            total = tw.reduce_sum(bad, name="total")
+    config = tw.ConfigProto(operation_timeout_in_ms=60_000)
+    with tw.Session("local:2", graph=g, config=config) as sess:
+        assert sess.run(total, {n: 4}) == 6
+        started = time.monotonic()
+        with pytest.raises(tw.errors.InvalidArgumentError) as info:
+            sess.run(total, {n: 3})
+        assert time.monotonic() - started < 10  # the deadline is 60 s
+        assert "'bad' (Reshape on /job:worker/replica:0/task:0/device:CPU:0)" in str(info.value)
+        assert sess.run(total, {n: 4}) == 6
 
 
 def test_a_dead_worker_makes_the_step_unavailable_in_bounded_time_and_the_session_recovers():
