@@ -13,15 +13,16 @@ side is ``benchmarks/numpy_reference.py`` (forward, backward, update; the CNN by
 start from the same weights. tensorweave runs twice: with the compile pipeline (the default) and
 with every pass of ``tw.passes.PIPELINE`` disabled (``ConfigProto(disabled_passes=...)``); the
 pipeline's gain is passes-off time / passes-on time. Each configuration runs in its own child
-process with ``OPENBLAS_NUM_THREADS``/``OMP_NUM_THREADS``/``MKL_NUM_THREADS`` set before numpy is
-imported; the sessions of a one-thread run also use one inter-op thread. Each step is warmed up,
-then timed in rounds that alternate numpy / tensorweave / tensorweave without passes (other
-processes on a shared machine load them alike). Rounds in which other processes used more than a
-tenth of a core (``/proc/stat``) are set aside, up to three times the rounds asked for; ms/step is
-the best kept round, the JSON also has the median round, every round's foreign CPU time and the
-load average. ``OPENBLAS_CORETYPE`` and ``OPENBLAS_L2_SIZE`` are reported
-when set and passed on unchanged, and so is whether numba (the optional ``fast`` extra, used by
-kernel fusion and ``tensorweave/ops/loops.py``) is installed.
+process with ``OPENBLAS_NUM_THREADS``/``OMP_NUM_THREADS``/``MKL_NUM_THREADS`` and
+``NUMBA_NUM_THREADS`` set before numpy is imported (a one-thread step uses one thread for its
+BLAS calls and its compiled loops alike); the sessions of a one-thread run also use one inter-op
+thread. Each step is warmed up, then timed in rounds that alternate numpy / tensorweave /
+tensorweave without passes (other processes on a shared machine load them alike). Rounds in
+which other processes used more than a tenth of a core (``/proc/stat``) are set aside, up to
+three times the rounds asked for; ms/step is the best kept round, the JSON also has the median
+round, every round's foreign CPU time and the load average. ``OPENBLAS_CORETYPE`` and
+``OPENBLAS_L2_SIZE`` are reported when set and passed on unchanged, and so is whether numba (the
+optional ``fast`` extra, used by kernel fusion and ``tensorweave/ops/loops.py``) is installed.
 
     python -m benchmarks.train_step            # 1 and 2 BLAS threads, all models
     python -m benchmarks.train_step --quick    # fewer repeats: a smoke run
@@ -43,7 +44,7 @@ import tensorweave as tw
 from benchmarks import numpy_reference as ref
 from benchmarks.common import argument_parser, best_of, print_table, quiet_rounds, write_json
 
-THREAD_VARS = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
+THREAD_VARS = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS")
 # Machine notes: these may be set here and change which OpenBLAS kernels run; we only report them.
 NOTED_VARS = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
