@@ -16,7 +16,12 @@ Rules:
   (in one process every device sees the fed value), a ``_Retval`` goes where its tensor is
   made, and ``_Targets`` is split per device;
 * with ``transfer_dtype`` ("float16" or "bfloat16"), float32 tensors cross as that dtype: a
-  ``Cast`` before the ``_Send`` and one back after the ``_Recv``.
+  ``Cast`` before the ``_Send`` and one back after the ``_Recv``;
+* a ``Const`` read on other devices is copied into each of them instead of sent (a constant is
+  computed once, when the step compiles; sending it would cost a transfer every step);
+* a ``NoOp`` that only groups control inputs for ``_Targets`` (``tw.group``, a train op) is
+  dropped and its control inputs become targets themselves, on their own devices: running it
+  means running them, and keeping it would add a control transfer at the end of every step.
 
 Order: the ops are visited in one topological order of the whole graph; each ``_Send`` is
 written right after its producer (values leave as soon as they exist) and each ``_Recv`` right
@@ -152,6 +157,7 @@ class _Partitioner:
         self.sent: dict = {}            # (source tensor or ^op, dst device) -> pending pair
         self.received: dict = {}        # (source tensor or ^op, dst device) -> recv image
         self.transfers: list = []
+        self.grouping = _grouping_noops(self.ops)
         self._assign_boundary()
 
     # -- devices --------------------------------------------------------------------------
@@ -189,8 +195,8 @@ class _Partitioner:
     def run(self) -> Partitioning:
         remote_data, remote_control = self._remote_consumers()
         for op in self.ops:
-            if op.type == ARG_TYPE:
-                continue  # copied into each partition that reads it, when it does
+            if op.type == ARG_TYPE or op in self.grouping:
+                continue  # an _Arg is copied into each partition that reads it, when it does
             if op.type == TARGETS_TYPE:
                 self._split_targets(op)
                 continue
@@ -214,11 +220,12 @@ class _Partitioner:
         data: dict = {}
         control: dict = {}
         for op in self.ops:
-            if op.type in BOUNDARY_TYPES and op.type != RETVAL_TYPE:
+            if (op.type in BOUNDARY_TYPES and op.type != RETVAL_TYPE) or op in self.grouping:
                 continue
             device = self._device(op)
             for t in op.inputs:
-                if t.op.type != ARG_TYPE and self._device(t.op) != device:
+                if (t.op.type != ARG_TYPE and not _duplicable(t.op)
+                        and self._device(t.op) != device):
                     _append_unique(data.setdefault(t, []), device)
             for c in op.control_inputs:
                 if c.type not in BOUNDARY_TYPES and self._device(c) != device:
@@ -246,7 +253,19 @@ class _Partitioner:
             return image
         if t.op.type == ARG_TYPE:
             return self._copy(t.op, device, [], []).outputs[0]
+        if _duplicable(t.op):
+            return self._duplicate(t.op, device).outputs[t.value_index]
         return self._recv(t, device, consumer)
+
+    def _duplicate(self, op, device):
+        """A copy of a constant in another device's partition (see ``_duplicable``)."""
+        specs = [(t.dtype, t.shape) for t in op.outputs]
+        new = self._partition(device).create_op(op.type, [], op.attrs, op.name,
+                                                lambda _: specs, frames=op.frames,
+                                                device=device)
+        for t in op.outputs:
+            self.images[(t, device)] = new.outputs[t.value_index]
+        return new
 
     def _control(self, c, device, consumer):
         if c.type in BOUNDARY_TYPES:
@@ -263,7 +282,7 @@ class _Partitioner:
 
     def _split_targets(self, op):
         by_device: dict = {}
-        for c in op.control_inputs:
+        for c in _expand_groups(op.control_inputs, self.grouping):
             if c.type in BOUNDARY_TYPES:
                 continue
             by_device.setdefault(self._device(c), []).append(self.op_images[c])
@@ -348,6 +367,38 @@ class _Partitioner:
     def _attrs(self, tensor_name, src, dst) -> dict:
         return {"tensor_name": tensor_name, "send_device": src, "recv_device": dst,
                 "send_device_incarnation": int(self.incarnations.get(src, 0))}
+
+
+def _duplicable(op) -> bool:
+    """A constant: no inputs, no control inputs, a value fixed when the step compiles."""
+    return op.type == "Const" and not op.inputs and not op.control_inputs
+
+
+def _grouping_noops(ops) -> set:
+    """The NoOps that only group control inputs for the step's targets: no data inputs, and
+    nothing but ``_Targets`` (or another such NoOp) waits for them."""
+    waiters: dict = {}
+    for op in ops:
+        for c in op.control_inputs:
+            waiters.setdefault(c, []).append(op)
+    grouping: set = set()
+    for op in reversed(ops):  # consumers first, so nested groups are seen from the outside in
+        if op.type != "NoOp" or op.inputs:
+            continue
+        who = waiters.get(op, [])
+        if who and all(w.type == TARGETS_TYPE or w in grouping for w in who):
+            grouping.add(op)
+    return grouping
+
+
+def _expand_groups(controls, grouping) -> list:
+    """``controls`` with every grouping NoOp replaced by its own control inputs (recursively),
+    each op once, in order."""
+    out: list = []
+    for c in controls:
+        for d in (_expand_groups(c.control_inputs, grouping) if c in grouping else [c]):
+            _append_unique(out, d)
+    return out
 
 
 def topological_order(graph) -> list:

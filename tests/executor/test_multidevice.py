@@ -31,14 +31,28 @@ def _cpu(i):
 
 def _expected_recvs(step) -> int:
     """Distinct (tensor, destination device) pairs over the placed step graph's cut edges,
-    counted from the plan alone (data edges from fed tensors stay local)."""
+    counted from the plan alone: data edges from fed tensors stay local, constants are copied
+    to their readers' devices, and a NoOp that only the step's targets wait for is dropped
+    (its control inputs become targets where they are)."""
     device_of = step.plan.placement
+    ops = step.optimized.get_operations()
+    waiters: dict = {}
+    for op in ops:
+        for c in op.control_inputs:
+            waiters.setdefault(c, []).append(op)
+    dropped: set = set()
+    for op in reversed(ops):
+        who = waiters.get(op, [])
+        if (op.type == "NoOp" and not op.inputs and who
+                and all(w.type in RESULT_TYPES or w in dropped for w in who)):
+            dropped.add(op)
     pairs = set()
-    for op in step.optimized.get_operations():
-        if op.type in RESULT_TYPES:
+    for op in ops:
+        if op.type in RESULT_TYPES or op in dropped:
             continue
         for t in op.inputs:
-            if t.op.type != ARG_TYPE and device_of[t.op.name] != device_of[op.name]:
+            if (t.op.type not in (ARG_TYPE, "Const")
+                    and device_of[t.op.name] != device_of[op.name]):
                 pairs.add((t, device_of[op.name]))
         for c in op.control_inputs:
             if c.type != ARG_TYPE and device_of[c.name] != device_of[op.name]:
@@ -132,6 +146,33 @@ def test_cross_device_control_edges_order_execution(graph):
     assert order == ["first", "second"] * 3
     control = [t for t in step.partitions.transfers if t.control]
     assert [(t.tensor, t.consumers) for t in control] == [("^a", ("b",))]
+
+
+def test_constants_are_copied_to_their_readers_and_groups_are_not_sent(graph):
+    """A constant read on two devices is copied into both partitions (no transfer), and a
+    ``tw.group`` target over updates on two devices sends no control edge: its inputs become
+    the targets, each on its own device; the updates still run once per step."""
+    x = tw.placeholder(tw.float32, [3], name="x")
+    with tw.device("/cpu:0"):
+        rate = tw.constant(0.5, name="rate")
+        v0 = tw.Variable([1.0, 2.0, 3.0], name="v0")
+        up0 = tw.assign_add(v0, x * rate, name="up0")
+    with tw.device("/cpu:1"):
+        v1 = tw.Variable([0.0, 0.0, 0.0], name="v1")
+        up1 = tw.assign_sub(v1, x * rate, name="up1")
+        train = tw.group(up0, up1, name="train")
+    with tw.Session(config=_config(2, disabled_passes=["fusion"])) as sess:
+        sess.run(tw.global_variables_initializer())
+        for _ in range(2):
+            sess.run(train, {x: [2.0, 4.0, 6.0]})
+        step = _step(sess)
+        np.testing.assert_array_equal(sess.run(v0), [3.0, 6.0, 9.0])
+        np.testing.assert_array_equal(sess.run(v1), [-2.0, -4.0, -6.0])
+    assert step.partitions.transfers == []
+    partitions = {d[-5:]: [op.name for op in g.get_operations()]
+                  for d, g in step.partitions.graphs.items()}
+    assert "rate" in partitions["CPU:0"] and "rate" in partitions["CPU:1"]
+    assert "train" not in partitions["CPU:0"] + partitions["CPU:1"]
 
 
 def _two_device_model(fail):
