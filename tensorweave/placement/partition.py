@@ -29,7 +29,13 @@ before its first consumer (values arrive as late as the schedule allows, so a de
 hold a received tensor longer than it needs it). Each device runs its ops in the order they
 appear in its graph; as every device's order is a subsequence of one global topological order,
 running the devices concurrently cannot deadlock: the globally first op not yet done always
-has its inputs ready.
+has its inputs ready. That holds for any topological order, so the walk uses one chosen for
+transfers (``communication_order``): among the ops ready at each point, first those that lead
+to a send soonest, last those that read another device's value. A transfer then leaves while
+its device goes on working and is waited for only when nothing else is left to do: in
+data-parallel training a layer's gradient starts its all-reduce while the layers below it are
+still being differentiated. Stateful ops of one device (variable reads and updates, random
+ops) keep their order.
 """
 
 from __future__ import annotations
@@ -42,6 +48,7 @@ from tensorweave import errors
 from tensorweave.graph.core import Graph
 from tensorweave.graph.dtypes import as_dtype, float32
 from tensorweave.graph.printer import format_graph
+from tensorweave.ops import registry
 from tensorweave.ops.function import ARG_TYPE, RETVAL_TYPE
 from tensorweave.ops.transfer import RECV_TYPE, SEND_TYPE, key_prefix
 
@@ -159,6 +166,7 @@ class _Partitioner:
         self.transfers: list = []
         self.grouping = _grouping_noops(self.ops)
         self._assign_boundary()
+        self.ops = communication_order(self.ops, self.device_of)
 
     # -- devices --------------------------------------------------------------------------
     def _assign_boundary(self):
@@ -399,6 +407,67 @@ def _expand_groups(controls, grouping) -> list:
         for d in (_expand_groups(c.control_inputs, grouping) if c in grouping else [c]):
             _append_unique(out, d)
     return out
+
+
+def communication_order(ops, device_of) -> list:
+    """``ops`` (a topological order) reordered so that transfers overlap work: the ready op
+    taken next is, in this order of preference, one that does not read another device's value
+    (its ``_Recv`` would wait), then the one fewest ops away from a value another device reads
+    (its ``_Send``), then the earliest in ``ops``. Ops of one device that are stateful keep
+    their order (each waits for the one before it), so a step's variable updates, reads and
+    random draws happen as written."""
+    position = {op: i for i, op in enumerate(ops)}
+
+    def device(op):
+        return device_of.get(op.name)
+
+    preds = {op: {t.op for t in op.inputs} | set(op.control_inputs) for op in ops}
+    last_stateful: dict = {}
+    for op in ops:
+        op_def = registry.lookup(op.type)
+        if op_def is not None and op_def.stateful and device(op) is not None:
+            previous = last_stateful.get(device(op))
+            if previous is not None:
+                preds[op].add(previous)
+            last_stateful[device(op)] = op
+    consumers: dict = {op: [] for op in ops}
+    for op in ops:
+        for p in preds[op]:
+            consumers[p].append(op)
+    waits = {op: any(device(t.op) not in (None, device(op)) and not _duplicable(t.op)
+                     for t in op.inputs) for op in ops}
+    # ops away from the nearest value read on another device (same-device data edges only)
+    distance: dict = {}
+    for op in reversed(ops):
+        here = device(op)
+        best = None
+        for t in op.outputs:
+            for c in t.consumers():
+                there = device(c)
+                if there is not None and there != here:
+                    best = 0
+                elif there == here and c in distance and distance[c] is not None:
+                    step = distance[c] + 1
+                    best = step if best is None else min(best, step)
+        distance[op] = best
+    far = len(ops) + 1
+    indegree = {op: len(preds[op]) for op in ops}
+    ready = [(waits[op], far if distance[op] is None else distance[op], position[op])
+             for op in ops if indegree[op] == 0]
+    heapq.heapify(ready)
+    order = []
+    while ready:
+        *_, index = heapq.heappop(ready)
+        op = ops[index]
+        order.append(op)
+        for c in consumers[op]:
+            indegree[c] -= 1
+            if indegree[c] == 0:
+                heapq.heappush(ready, (waits[c], far if distance[c] is None else distance[c],
+                                       position[c]))
+    if len(order) != len(ops):
+        raise errors.InternalError(None, None, "partition: the graph has a cycle")
+    return order
 
 
 def topological_order(graph) -> list:
