@@ -434,14 +434,17 @@ def communication_order(ops, device_of) -> list:
     for op in ops:
         for p in preds[op]:
             consumers[p].append(op)
-    waits = {op: any(device(t.op) not in (None, device(op)) and not _duplicable(t.op)
+    def local(op):  # values every device makes for itself: feeds and constants
+        return op.type == ARG_TYPE or _duplicable(op)
+
+    waits = {op: any(device(t.op) not in (None, device(op)) and not local(t.op)
                      for t in op.inputs) for op in ops}
     # ops away from the nearest value read on another device (same-device data edges only)
     distance: dict = {}
     for op in reversed(ops):
         here = device(op)
         best = None
-        for t in op.outputs:
+        for t in op.outputs if not local(op) else ():
             for c in t.consumers():
                 there = device(c)
                 if there is not None and there != here:

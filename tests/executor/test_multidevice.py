@@ -175,6 +175,33 @@ def test_constants_are_copied_to_their_readers_and_groups_are_not_sent(graph):
     assert "train" not in partitions["CPU:0"] + partitions["CPU:1"]
 
 
+def test_sends_go_out_early_and_receives_are_waited_for_late(graph):
+    """The partitions' order lets transfers overlap work: on CPU:0 the value CPU:1 needs is
+    made and sent before an independent chain created earlier; on CPU:1 an independent chain
+    created later runs before the receive; results are unchanged."""
+    x = tw.placeholder(tw.float32, [4], name="x")
+    with tw.device("/cpu:0"):
+        a = tw.exp(x, name="a")
+        c = tw.cos(tw.sin(a, name="b"), name="c")
+        g = tw.tanh(x, name="g")
+    with tw.device("/cpu:1"):
+        h = tw.multiply(g, 2.0, name="h")
+        k = tw.sqrt(tw.abs(x, name="k0"), name="k")
+    cfg = _config(2, disabled_passes=["fusion"])
+    xs = np.float32([0.5, -1.0, 2.0, 0.0])
+    with tw.Session(config=cfg) as sess:
+        got = sess.run([c, h, k], {x: xs})
+        step = _step(sess)
+    np.testing.assert_array_equal(got[0], np.cos(np.sin(np.exp(xs))))
+    np.testing.assert_array_equal(got[1], np.tanh(xs) * np.float32(2.0))
+    np.testing.assert_array_equal(got[2], np.sqrt(np.abs(xs)))
+    order = {d[-5:]: [op.name for op in g.get_operations()]
+             for d, g in step.partitions.graphs.items()}
+    zero, one = order["CPU:0"], order["CPU:1"]
+    assert zero.index("_send_g_0_to_CPU_1") < zero.index("a")
+    assert one.index("k") < one.index("_recv_g_0_from_CPU_0") < one.index("h")
+
+
 def _two_device_model(fail):
     """CPU:0 and CPU:1 each wait for the other: x -> f (CPU:1) -> g (CPU:0) -> h (CPU:1)."""
     x = tw.placeholder(tw.float32, [2], name="x")
