@@ -2,7 +2,8 @@
 
     means = tw.train.all_reduce([g0, g1, g2], op="mean")   # g_i on device i; means[i] there too
 
-The reduction is written out at build time as the ring algorithm, each op pinned to its device:
+The reduction is written out at build time as the ring algorithm, each op pinned to its device
+(two devices simply exchange their tensors, see ``_exchange``):
 every tensor is flattened and cut into n chunks; in n-1 reduce-scatter steps each device adds
 the chunk its left neighbour sends to its own, so device i ends with the full sum of chunk
 (i+1) mod n; in n-1 all-gather steps the finished chunks travel on round the ring; each device
@@ -68,6 +69,8 @@ def _ring(tensors, devices, shape):
     n = len(tensors)
     if n == 1:
         return [_on(devices[0], lambda: tw.identity(tensors[0]))]
+    if n == 2:
+        return _exchange(tensors, devices)
     size = int(np.prod(shape, dtype=np.int64))
     bounds = [k * size // n for k in range(n + 1)]
     # chunks[i][k]: device i's current value of chunk k
@@ -91,6 +94,15 @@ def _ring(tensors, devices, shape):
             chunks[dst][k] = _on(devices[dst], lambda v=value: tw.identity(v))
     return [_on(devices[i], lambda i=i: tw.reshape(tw.concat(chunks[i], 0), shape))
             for i in range(n)]
+
+
+def _exchange(tensors, devices):
+    """Two devices: each sends its whole tensor to the other and adds, first operand device
+    0's on both (so both get the bitwise same sum). The ring would move the same bytes in two
+    half-size messages per device, the second waiting for the first's sum; one message that can
+    leave as soon as the tensor exists overlaps with the rest of the step instead."""
+    first, second = tensors
+    return [_on(d, lambda: tw.add(first, second)) for d in devices]
 
 
 def all_reduce_buckets(per_device, devices, op: str = "mean",
@@ -123,8 +135,12 @@ def all_reduce_buckets(per_device, devices, op: str = "mean",
         packed = []
         for i in range(n):
             def pack(i=i):
-                parts = [tw.reshape(per_device[i][j], [-1]) for j in members]
-                return parts[0] if len(parts) == 1 else tw.concat(parts, 0)
+                # named for the all-reduce: with two devices the packed tensor is what is sent
+                label = f"{name}_bucket{b}_pack"
+                if len(members) == 1:
+                    return tw.reshape(per_device[i][members[0]], [-1], name=label)
+                return tw.concat([tw.reshape(per_device[i][j], [-1]) for j in members], 0,
+                                 name=label)
             packed.append(_on(devices[i], pack))
         reduced = all_reduce(packed, devices, op=op, name=f"{name}_bucket{b}")
         for i in range(n):

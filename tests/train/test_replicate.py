@@ -88,9 +88,13 @@ def test_buckets_pack_small_tensors_and_keep_large_ones_apart(graph):
             per_device.append([tw.identity(tw.constant(v)) for v in row_values])
     out = tw.train.all_reduce_buckets(per_device, ["/cpu:0", "/cpu:1"], op="sum",
                                       bucket_bytes=1024)
-    buckets = {op.name.split("/")[0] for op in graph.get_operations()
-               if op.name.startswith("all_reduce_bucket")}
+    scopes = {op.name.split("/")[0] for op in graph.get_operations()
+              if op.name.startswith("all_reduce_bucket")}
+    buckets = {name for name in scopes if "_pack" not in name}
     assert buckets == {"all_reduce_bucket0", "all_reduce_bucket1", "all_reduce_bucket2"}
+    # each device packs each bucket into one flat tensor, named for it
+    assert scopes - buckets == {f"all_reduce_bucket{b}_pack{s}" for b in range(3)
+                                for s in ("", "_1")}
     with tw.Session(config=_config(2, disabled_passes=["constant_fold"])) as sess:
         got = sess.run(out)
     for i in range(2):
