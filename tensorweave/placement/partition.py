@@ -454,9 +454,13 @@ def communication_order(ops, device_of) -> list:
                     best = step if best is None else min(best, step)
         distance[op] = best
     far = len(ops) + 1
+
+    def key(op):  # feeds and constants first: they cost nothing and others wait for them
+        rank = -1 if local(op) else far if distance[op] is None else distance[op]
+        return waits[op], rank, position[op]
+
     indegree = {op: len(preds[op]) for op in ops}
-    ready = [(waits[op], far if distance[op] is None else distance[op], position[op])
-             for op in ops if indegree[op] == 0]
+    ready = [key(op) for op in ops if indegree[op] == 0]
     heapq.heapify(ready)
     order = []
     while ready:
@@ -466,8 +470,7 @@ def communication_order(ops, device_of) -> list:
         for c in consumers[op]:
             indegree[c] -= 1
             if indegree[c] == 0:
-                heapq.heappush(ready, (waits[c], far if distance[c] is None else distance[c],
-                                       position[c]))
+                heapq.heappush(ready, key(c))
     if len(order) != len(ops):
         raise errors.InternalError(None, None, "partition: the graph has a cycle")
     return order
