@@ -261,14 +261,19 @@ class RemoteProgram:
         remote = self.remote
         with remote.lock:
             wall0 = time.time()
+            shared = self._shared_feeds(feed_values)
             refs = []
             for task in tasks:
                 feeds = {i: feed_values[i] for i in self.feed_indices[task]}
                 small, large = split_by_size(feeds)
+                large = large or {}
                 request = pack((self.handle, ctx.step_id, small, stats is not None,
-                                remote.take_backlog(task)))
-                call = remote.actors[task].run
-                refs.append(call.remote(request, large) if large else call.remote(request))
+                                remote.take_backlog(task), tuple(large)))
+                # Large feeds are arguments of their own (Ray resolves an object reference
+                # only as a top-level argument): one read by several tasks is put into the
+                # object store once and each task maps it.
+                args = [shared.get(i, value) for i, value in large.items()]
+                refs.append(remote.actors[task].run.remote(request, *args))
             try:
                 results = self._collect(tasks, refs, ctx.step_id)
             except BaseException:
@@ -287,6 +292,15 @@ class RemoteProgram:
                     s.end_us += shift
                     stats.append(s)
         return tuple(values)
+
+    def _shared_feeds(self, feed_values) -> dict:
+        """``{feed index: object reference}`` of the large feeds more than one task reads."""
+        readers: dict = {}
+        for indices in self.feed_indices.values():
+            for i in indices:
+                readers[i] = readers.get(i, 0) + 1
+        return {i: self.remote.ray.put(feed_values[i]) for i, n in readers.items()
+                if n > 1 and getattr(feed_values[i], "nbytes", 0) > PACK_LIMIT_BYTES}
 
     def _collect(self, tasks, refs, step_id):
         """The step's answers, one per task. The usual case costs one ``ray.get``: a task whose
@@ -490,14 +504,13 @@ class TaskWorker:
             return _error_outcome(e)
 
     # -- steps ------------------------------------------------------------------------------
-    def run(self, request: bytes, large_feeds: dict | None = None):
+    def run(self, request: bytes, *large_feeds):
         """``request`` = the packed (handle, step id, {feed index: value}, trace?, outcomes of
-        earlier steps to settle first); feeds too large to pack come as ``large_feeds``.
-        Returns the step's fetches, stats and start time packed (see ``pack``), or an error
-        outcome."""
-        handle, step_id, feeds, trace, outcomes = pickle.loads(request)
-        if large_feeds:
-            feeds.update(large_feeds)
+        earlier steps to settle first, indices of the large feeds); feeds too large to pack
+        come as arguments of their own, in that order. Returns the step's fetches, stats and
+        start time packed (see ``pack``), or an error outcome."""
+        handle, step_id, feeds, trace, outcomes, large = pickle.loads(request)
+        feeds.update(zip(large, large_feeds))
         self.settle(outcomes)
         runner = self.programs.get(handle)
         if runner is None:

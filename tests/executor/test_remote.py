@@ -97,7 +97,8 @@ def test_feeds_and_fetches_travel_only_to_the_tasks_that_use_them():
 
 def test_large_and_small_feeds_and_fetches_of_one_step_arrive_whole():
     """Small values travel packed inside a step's call, arrays over PACK_LIMIT_BYTES as Ray
-    values of their own; a step with both on each side gets every one back exactly."""
+    values of their own (one read by both tasks is put into the object store once); a step
+    with both on each side gets every one back exactly."""
     from tensorweave.executor.remote import PACK_LIMIT_BYTES
     big_n = PACK_LIMIT_BYTES // 4 + 100     # float32 elements: just over the limit
     g = tw.Graph()
@@ -110,15 +111,17 @@ def test_large_and_small_feeds_and_fetches_of_one_step_arrive_whole():
         with tw.device("/job:worker/task:1"):
             total = tw.reduce_sum(doubled, name="total")
             negated = tw.negative(doubled, name="negated")
+            tripled = tw.multiply(big, 3.0, name="tripled")
     rng = np.random.default_rng(0)
     big_value = rng.standard_normal(big_n).astype(np.float32)
     with tw.Session("local:2", graph=g) as sess:
-        got = sess.run([shifted, doubled, total, negated],
+        got = sess.run([shifted, doubled, total, negated, tripled],
                        {small: [1.0, 2.0, 3.0], big: big_value})
     np.testing.assert_array_equal(got[0], [2.0, 3.0, 4.0])
     np.testing.assert_array_equal(got[1], big_value * 2.0)
     np.testing.assert_allclose(got[2], np.sum(big_value * 2.0), rtol=1e-5)
     np.testing.assert_array_equal(got[3], -(big_value * 2.0))
+    np.testing.assert_array_equal(got[4], big_value * np.float32(3.0))
 
 
 def test_variables_persist_on_their_task_and_saver_round_trips(tmp_path):
