@@ -87,13 +87,21 @@ def _kernel_axes(axes, ndim: int) -> tuple:
     return tuple(sorted(result))
 
 
-def _reduction_kernel(reduce):
-    """Kernel builder from ``reduce(xp, x, axis_tuple, keepdims)``."""
+def _reduction_kernel(reduce, ordered: bool = False):
+    """Kernel builder from ``reduce(xp, x, axis_tuple, keepdims)``.
+
+    ``ordered``: the result depends on the order of the additions (sums, means, products of
+    floats). numpy adds in memory order, so the same values as a transposed view and as a
+    contiguous array can sum to results an ulp apart; such reductions read a C-contiguous copy
+    of a non-contiguous input, so a value's result never depends on whether the op that made
+    it returned a view (which a pass may change)."""
     def build(attrs, xp):
         keep, all_axes = attrs["keep_dims"], attrs.get("all_axes", False)
 
         def reduction(x, axes):
             axis = tuple(range(x.ndim)) if all_axes else _kernel_axes(axes, x.ndim)
+            if ordered and not x.flags.c_contiguous:
+                x = x.copy(order="C")
             return reduce(xp, x, axis, keep)
         return reduction
     return build
@@ -105,8 +113,8 @@ def _reduce_cost(op):
     return Cost(float(n) if n is not None else base.flops, base.bytes_read, base.bytes_written)
 
 
-def _reduction_op(op_type, allowed, reduce, grad):
-    return register(OpDef(op_type, _reduction_infer(allowed), _reduction_kernel(reduce),
+def _reduction_op(op_type, allowed, reduce, grad, ordered=False):
+    return register(OpDef(op_type, _reduction_infer(allowed), _reduction_kernel(reduce, ordered),
                           grad=grad, fusion="reduce", cost=_reduce_cost))
 
 
@@ -246,7 +254,7 @@ def _sum_grad(op, g):
     return [_broadcast_like(_keepdims(op, g), op.inputs[0]), None]
 
 
-_reduction_op("Sum", NUMBERS, _sum, _sum_grad)
+_reduction_op("Sum", NUMBERS, _sum, _sum_grad, ordered=True)
 
 
 def reduce_sum(input_tensor, axis=None, keepdims=None, name=None, reduction_indices=None,
@@ -288,7 +296,7 @@ def _mean_grad(op, g):
     return [realdiv(summed, _element_count(op, g.dtype)), None]
 
 
-_reduction_op("Mean", NUMBERS, _mean, _mean_grad)
+_reduction_op("Mean", NUMBERS, _mean, _mean_grad, ordered=True)
 
 
 def reduce_mean(input_tensor, axis=None, keepdims=None, name=None, reduction_indices=None,
@@ -359,7 +367,7 @@ def _prod_grad(op, g):
     return [multiply(others, _keepdims(op, g)), None]
 
 
-_reduction_op("Prod", NUMBERS, _prod, _prod_grad)
+_reduction_op("Prod", NUMBERS, _prod, _prod_grad, ordered=True)
 
 
 def reduce_prod(input_tensor, axis=None, keepdims=None, name=None, reduction_indices=None,

@@ -472,3 +472,25 @@ def test_build_error_names_the_op_type_and_the_users_line():
     message = str(info.value)
     assert "'root'" in message and "Sqrt" in message
     assert f"{THIS_FILE}:{line_of('marker: sqrt-of-int')}" in message
+
+
+def test_sums_do_not_depend_on_whether_their_input_is_a_view():
+    """numpy adds in memory order, so a transposed view and its contiguous copy can sum to
+    results an ulp apart; Sum, Mean and Prod (and the fused kernels' reductions) add in logical
+    order, so a pass that turns a view into a copy cannot change a result."""
+    from tensorweave.codegen.rules import REDUCTIONS
+    from tensorweave.ops import registry
+    rng = np.random.default_rng(0)
+    differs = 0
+    for _ in range(200):
+        a = rng.standard_normal((3, 4)).astype(np.float32)
+        view, copy = a.T, np.ascontiguousarray(a.T)
+        differs += np.add.reduce(view, axis=(0, 1)) != np.add.reduce(copy, axis=(0, 1))
+        for op_type in ("Sum", "Mean", "Prod"):
+            kernel = registry.get(op_type).kernel({"keep_dims": False}, np)
+            axes = np.array([0, 1], np.int32)
+            got_view, got_copy = kernel(view, axes), kernel(copy, axes)
+            assert got_view.tobytes() == got_copy.tobytes()
+            rule = REDUCTIONS[op_type].numpy
+            assert rule(np, view, (0, 1), False).tobytes() == got_copy.tobytes()
+    assert differs > 0  # the layouts do sum differently in plain numpy
