@@ -272,26 +272,42 @@ class _GroupFinder:
         return any(_is_heavy(op) for op in branch)
 
     def _creates_cycle(self, ops) -> bool:
-        """Whether a path leaves ``ops`` and comes back into them (through other ops).
+        """Whether a path leaves ``ops`` and comes back into them (through other ops), with
+        the groups formed so far counted as the single ops they become: a path that reaches
+        one member of a group goes on from all of them (two groups that are each acyclic can
+        still wait for each other once both are contracted).
 
-        Such a path can only run through ops between the group's first and last op in graph
-        order, so the search stays inside that window."""
+        An op after the group's last op in graph order cannot lead back into the group by
+        itself, so the search leaves such ops out unless they belong to a group."""
         inside = set(ops)
         last = max(self.index[op] for op in ops)
-        stack = [c for op in ops for c in self.consumers[op]
-                 if c not in inside and self.index[c] < last]
-        seen = set()
+        seen: set = set()
+        stack = [c for op in ops for c in self.consumers[op] if c not in inside]
         while stack:
             op = stack.pop()
             if op in seen:
                 continue
-            seen.add(op)
-            for c in self.consumers[op]:
-                if c in inside:
-                    return True
-                if c not in seen and self.index[c] < last:
-                    stack.append(c)
+            for member in self._contracted(op, inside):
+                if member in seen:
+                    continue
+                seen.add(member)
+                for c in self.consumers[member]:
+                    if c in inside:
+                        return True
+                    if c not in seen and (self.index[c] < last or c in self.group_of):
+                        stack.append(c)
         return False
+
+    def _contracted(self, op, inside) -> list:
+        """The ops ``op`` runs together with: its group's, unless that group is being
+        reshaped into ``inside`` (then just ``op``)."""
+        group = self.group_of.get(op)
+        if group is None:
+            return [op]
+        members = group.ops()
+        if any(m in inside for m in members):
+            return [op]
+        return members
 
 
 _PASS_THROUGH = frozenset({"Identity", "Snapshot", "StopGradient"})

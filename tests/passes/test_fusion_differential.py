@@ -94,7 +94,11 @@ def _check(graph, feeds, fetches, chunked=False):
         g, w = np.asarray(g), np.asarray(w)
         if reorders:
             assert g.dtype == w.dtype and g.shape == w.shape
-            np.testing.assert_allclose(g, w, rtol=1e-5, atol=1e-6)
+            # A reordered float32 sum is off by a few ulps of its largest terms, not of its
+            # result: where large terms cancel, the error is relative to the array's scale.
+            finite = np.abs(w[np.isfinite(w)]) if w.dtype.kind == "f" else np.abs(w)
+            scale = float(np.max(finite, initial=1.0))
+            np.testing.assert_allclose(g, w, rtol=1e-5, atol=1e-6 * scale)
         else:
             _assert_bitwise(g, w)
     return fused_graph
