@@ -255,6 +255,8 @@ class RemoteProgram:
         results = self._gather(tasks, refs, None)
         for task, result in zip(tasks, results):
             self.feed_indices[task], self.fetch_indices[task] = result
+        readers = [i for indices in self.feed_indices.values() for i in indices]
+        self.shared_feed_indices = sorted({i for i in readers if readers.count(i) > 1})
 
     def run(self, ctx, feed_values, stats=None, t0=0.0):
         tasks = list(self.payloads)
@@ -295,12 +297,8 @@ class RemoteProgram:
 
     def _shared_feeds(self, feed_values) -> dict:
         """``{feed index: object reference}`` of the large feeds more than one task reads."""
-        readers: dict = {}
-        for indices in self.feed_indices.values():
-            for i in indices:
-                readers[i] = readers.get(i, 0) + 1
-        return {i: self.remote.ray.put(feed_values[i]) for i, n in readers.items()
-                if n > 1 and getattr(feed_values[i], "nbytes", 0) > PACK_LIMIT_BYTES}
+        return {i: self.remote.ray.put(feed_values[i]) for i in self.shared_feed_indices
+                if getattr(feed_values[i], "nbytes", 0) > PACK_LIMIT_BYTES}
 
     def _collect(self, tasks, refs, step_id):
         """The step's answers, one per task. The usual case costs one ``ray.get``: a task whose
@@ -385,7 +383,7 @@ class RemoteProgram:
         return cls(None, op, message)
 
 
-# -- what a step's calls carry ----------------------------------------------------------------------
+# -- what a step's calls carry ---------------------------------------------------------------------
 # Every argument and return value of an actor call costs Ray a serialization of its own (measured
 # here: ~0.1 ms per argument; a returned numpy scalar ~0.09 ms more than a bytes object), while
 # pickling a few small values ourselves costs microseconds. So a step's request and answer are
