@@ -467,22 +467,22 @@ def _reduced_shape(shape, axes, keepdims) -> tuple:
     return tuple(d for i, d in enumerate(shape) if i not in axes)
 
 
-def _in_c_order(x):
+def in_c_order(x):
     """``x``, or a C-contiguous copy of it: as the Sum/Mean/Prod kernels, which add in logical
     order whatever the input's layout (numpy adds in memory order)."""
     return x if x.flags.c_contiguous else x.copy(order="C")
 
 
 def _sum(xp, x, axes, keepdims, out=None):
-    return xp.sum(_in_c_order(x), axis=axes, keepdims=keepdims, dtype=x.dtype, out=out)
+    return xp.sum(in_c_order(x), axis=axes, keepdims=keepdims, dtype=x.dtype, out=out)
 
 
 def _prod(xp, x, axes, keepdims, out=None):
-    return xp.prod(_in_c_order(x), axis=axes, keepdims=keepdims, dtype=x.dtype, out=out)
+    return xp.prod(in_c_order(x), axis=axes, keepdims=keepdims, dtype=x.dtype, out=out)
 
 
 def _mean(xp, x, axes, keepdims, out=None):
-    x = _in_c_order(x)
+    x = in_c_order(x)
     count = 1
     for a in axes:
         count *= x.shape[a]

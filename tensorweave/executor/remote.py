@@ -268,7 +268,6 @@ class RemoteProgram:
             for task in tasks:
                 feeds = {i: feed_values[i] for i in self.feed_indices[task]}
                 small, large = split_by_size(feeds)
-                large = large or {}
                 request = pack((self.handle, ctx.step_id, small, stats is not None,
                                 remote.take_backlog(task), tuple(large)))
                 # Large feeds are arguments of their own (Ray resolves an object reference
@@ -394,10 +393,10 @@ PACK_LIMIT_BYTES = 64 << 10
 
 def split_by_size(values: dict) -> tuple:
     """``(small, large)``: the values that go inside the packed bytes, and the arrays of more
-    than PACK_LIMIT_BYTES that travel as Ray values (None when there are none)."""
+    than PACK_LIMIT_BYTES that travel as Ray values."""
     large = {k: v for k, v in values.items() if getattr(v, "nbytes", 0) > PACK_LIMIT_BYTES}
     if not large:
-        return values, None
+        return values, large
     return {k: v for k, v in values.items() if k not in large}, large
 
 

@@ -11,6 +11,7 @@ import builtins
 
 import numpy as np
 
+from tensorweave.codegen.rules import in_c_order
 from tensorweave.graph import dtypes
 from tensorweave.graph.core import Tensor
 from tensorweave.graph.dtypes import as_dtype
@@ -100,9 +101,7 @@ def _reduction_kernel(reduce, ordered: bool = False):
 
         def reduction(x, axes):
             axis = tuple(range(x.ndim)) if all_axes else _kernel_axes(axes, x.ndim)
-            if ordered and not x.flags.c_contiguous:
-                x = x.copy(order="C")
-            return reduce(xp, x, axis, keep)
+            return reduce(xp, in_c_order(x) if ordered else x, axis, keep)
         return reduction
     return build
 

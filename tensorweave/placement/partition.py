@@ -232,8 +232,7 @@ class _Partitioner:
                 continue
             device = self._device(op)
             for t in op.inputs:
-                if (t.op.type != ARG_TYPE and not _duplicable(t.op)
-                        and self._device(t.op) != device):
+                if not _made_everywhere(t.op) and self._device(t.op) != device:
                     _append_unique(data.setdefault(t, []), device)
             for c in op.control_inputs:
                 if c.type not in BOUNDARY_TYPES and self._device(c) != device:
@@ -382,6 +381,12 @@ def _duplicable(op) -> bool:
     return op.type == "Const" and not op.inputs and not op.control_inputs
 
 
+def _made_everywhere(op) -> bool:
+    """A value each partition makes for itself instead of receiving it: a feed (each reading
+    device gets its own ``_Arg``) or a constant."""
+    return op.type == ARG_TYPE or _duplicable(op)
+
+
 def _grouping_noops(ops) -> set:
     """The NoOps that only group control inputs for the step's targets: no data inputs, and
     nothing but ``_Targets`` (or another such NoOp) waits for them."""
@@ -434,17 +439,14 @@ def communication_order(ops, device_of) -> list:
     for op in ops:
         for p in preds[op]:
             consumers[p].append(op)
-    def local(op):  # values every device makes for itself: feeds and constants
-        return op.type == ARG_TYPE or _duplicable(op)
-
-    waits = {op: any(device(t.op) not in (None, device(op)) and not local(t.op)
+    waits = {op: any(device(t.op) not in (None, device(op)) and not _made_everywhere(t.op)
                      for t in op.inputs) for op in ops}
     # ops away from the nearest value read on another device (same-device data edges only)
     distance: dict = {}
     for op in reversed(ops):
         here = device(op)
         best = None
-        for t in op.outputs if not local(op) else ():
+        for t in op.outputs if not _made_everywhere(op) else ():
             for c in t.consumers():
                 there = device(c)
                 if there is not None and there != here:
@@ -456,7 +458,7 @@ def communication_order(ops, device_of) -> list:
     far = len(ops) + 1
 
     def key(op):  # feeds and constants first: they cost nothing and others wait for them
-        rank = -1 if local(op) else far if distance[op] is None else distance[op]
+        rank = -1 if _made_everywhere(op) else far if distance[op] is None else distance[op]
         return waits[op], rank, position[op]
 
     indegree = {op: len(preds[op]) for op in ops}
