@@ -34,13 +34,15 @@ from tensorweave.placement.partition import partition
 
 class CompiledStep:
     def __init__(self, graph, fetches, feeds, targets, config, pool_factory, cluster=None,
-                 device_pool_factory=None, feed_shapes=None, remote=None, pins=None):
+                 device_pool_factory=None, feed_shapes=None, arg_shapes=None, remote=None,
+                 pins=None):
         self.graph = graph
         self.fetches = list(fetches)
         self.feeds = list(feeds)
         self.targets = list(targets)
+        self.arg_shapes = arg_shapes
         self.optimized, self.changes = optimize(graph, self.fetches, self.feeds, self.targets,
-                                                config)
+                                                config, arg_shapes)
         feed_names = [t.name for t in self.feeds]
         self.plan = None
         self.partitions = None
@@ -156,24 +158,32 @@ def _array_module(device):
     return np
 
 
-def optimize(graph, fetches, feeds, targets, config):
-    """The step's own graph for the signature, after the pipeline: (graph, change lines)."""
+def optimize(graph, fetches, feeds, targets, config, arg_shapes=None):
+    """The step's own graph for the signature, after the pipeline: (graph, change lines).
+    ``arg_shapes`` (one shape or None per feed) specializes the step to the shapes that will
+    be fed, which must be compatible with the fed tensors' declared shapes."""
     chosen = passes.pipeline(config.disabled_passes)
-    step_graph = passes.snapshot(graph, fetches, feeds, targets)
+    step_graph = passes.snapshot(graph, fetches, feeds, targets, arg_shapes)
     options = passes.PassOptions(config=config,
-                                 feed_shapes={i: t.shape for i, t in enumerate(feeds)},
+                                 feed_shapes={op.attrs["index"]: op.attrs["shape"]
+                                              for op in step_graph.get_operations()
+                                              if op.type == "_Arg"},
                                  fold_limit=config.max_folded_constant_elements)
     dump_dir = None
     if config.dump_dir:
-        dump_dir = os.path.join(config.dump_dir, _signature_dirname(fetches, feeds, targets))
+        dump_dir = os.path.join(config.dump_dir,
+                                _signature_dirname(fetches, feeds, targets, arg_shapes))
     result = passes.run_pipeline(step_graph, chosen, options=options,
                                  verify=config.verify_passes, dump_dir=dump_dir)
     return result.graph, result.changes
 
 
-def _signature_dirname(fetches, feeds, targets) -> str:
-    """``<first fetch>-<hash>``: one dump directory per compiled signature, stable across runs."""
+def _signature_dirname(fetches, feeds, targets, arg_shapes=None) -> str:
+    """``<first fetch>-<hash>``: one dump directory per compiled signature (and fed shapes it
+    is specialized for), stable across runs."""
     fetched = [t.name for t in fetches] + [op.name for op in targets]
     signature = "|".join(fetched) + "<-" + "|".join(t.name for t in feeds)
+    if arg_shapes is not None:
+        signature += "@" + repr([None if s is None else tuple(s) for s in arg_shapes])
     label = re.sub(r"[^A-Za-z0-9_.-]", "_", fetched[0] if fetched else "nothing")[:40]
     return f"{label}-{hashlib.sha1(signature.encode()).hexdigest()[:8]}"

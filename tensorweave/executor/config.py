@@ -26,6 +26,10 @@ class ConfigProto:
     * ``transfer_dtype``: "float16"/"bfloat16" to compress float32 tensors on cut edges.
     * ``cluster_def``: the tasks of a remote Session (a ``tw.train.ClusterSpec`` or its dict);
       ``device_count`` then gives each task's devices.
+    * ``max_shape_specializations``: how many compiled steps one signature may have, one per
+      distinct set of fed shapes (the step is compiled for the shapes it was fed, so ``Shape``
+      and ``Size`` of a fed batch fold into constants and fusion sees real sizes); further
+      shapes run one generic step compiled for the placeholders' declared shapes (0: always).
     """
 
     inter_op_parallelism_threads: int = 0
@@ -41,6 +45,7 @@ class ConfigProto:
     operation_timeout_in_ms: int = 0
     transfer_dtype: str | None = None
     cluster_def: object = None
+    max_shape_specializations: int = 8
 
 
 @dataclasses.dataclass

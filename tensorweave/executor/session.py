@@ -41,7 +41,7 @@ class Session:
         self.target = target
         self.config = config or ConfigProto()
         self._closed = False
-        self._steps: dict = {}
+        self._signatures: dict = {}   # (fetch structure, feed keys) -> _Signature
         self._store = VariableStore()
         self._step_ids = itertools.count(1)
         self._pool = None
@@ -61,8 +61,10 @@ class Session:
         if self._closed:
             raise RuntimeError("attempted to use a closed Session")
         feed_dict = feed_dict or {}
-        structure, step, feed_checks = self._entry(fetches, feed_dict)
-        feed_values = [check(value) for check, value in zip(feed_checks, feed_dict.values())]
+        signature = self._signature(fetches, feed_dict)
+        feed_values = [check(value) for check, value in zip(signature.checks,
+                                                            feed_dict.values())]
+        step = self._step(signature, feed_values)
         ctx = StepContext(self._store, next(self._step_ids))
         try:
             results = step.run(ctx, feed_values, run_metadata)
@@ -70,7 +72,7 @@ class Session:
             # A remote task restarted since the step was registered there: compile it again
             # for the new incarnations and run it once more.
             self._remote.refresh()
-            structure, step, feed_checks = self._entry(fetches, feed_dict)
+            step = self._step(signature, feed_values)
             ctx = StepContext(self._store, next(self._step_ids))
             results = step.run(ctx, feed_values, run_metadata)
         if ctx.updates:
@@ -78,35 +80,72 @@ class Session:
         values = {}
         for t, value in zip(step.fetches, results):
             values[t] = _fetched(value)
-        return structure.rebuild(values)
+        return signature.structure.rebuild(values)
 
-    def _entry(self, fetches, feed_dict):
-        """The compiled step of this signature (fetch structure and feed keys), compiled now
-        if it is new."""
+    def _compiled_steps(self) -> list:
+        """Every compiled step of this session, in the order they were compiled."""
+        return [step for signature in self._signatures.values()
+                for step in signature.steps.values()]
+
+    def _signature(self, fetches, feed_dict) -> _Signature:
+        """What a run signature (fetch structure and feed keys) fetches and feeds, and its
+        compiled steps; made the first time the signature is seen."""
         key = (structure_key(fetches), tuple(feed_dict))
-        entry = self._steps.get(key)
-        if entry is None or entry[1].stale:  # stale: a remote task restarted since
-            entry = self._compile(fetches, feed_dict)
-            self._steps[key] = entry
-        return entry
+        signature = self._signatures.get(key)
+        if signature is None:
+            structure = FetchStructure(self.graph, fetches)
+            feeds = []
+            for name in feed_dict:
+                tensor = resolve(self.graph, name, "feed")
+                if not isinstance(tensor, Tensor):
+                    tensor = _single_output(tensor)
+                if tensor in feeds:
+                    raise ValueError(f"tensor {tensor.name} is fed twice")
+                feeds.append(tensor)
+            signature = _Signature(structure, feeds)
+            self._signatures[key] = signature
+        return signature
 
-    def _compile(self, fetches, feed_dict):
-        structure = FetchStructure(self.graph, fetches)
-        feeds, checks = [], []
-        for key in feed_dict:
-            tensor = resolve(self.graph, key, "feed")
-            if not isinstance(tensor, Tensor):
-                tensor = _single_output(tensor)
-            if tensor in feeds:
-                raise ValueError(f"tensor {tensor.name} is fed twice")
-            feeds.append(tensor)
-            checks.append(FeedCheck(tensor))
-        step = CompiledStep(self.graph, structure.tensors, feeds, structure.targets, self.config,
-                            self._thread_pool, self.cluster, self._device_threads,
-                            feed_shapes=[_shape_or_none(v) for v in feed_dict.values()],
-                            remote=self._remote, pins=self._variable_pins())
-        self._log_placement(step, fetches, feed_dict)
-        return structure, step, checks
+    def _step(self, signature, feed_values):
+        """The compiled step for these (checked) feed values: the one compiled for their shapes
+        (compiled now if it is new), or the generic one once the signature has
+        ``config.max_shape_specializations`` of them."""
+        shapes = signature.shapes_of(feed_values)
+        step = signature.steps.get(shapes)
+        if step is not None and not step.stale:  # stale: a remote task restarted since
+            return step
+        if step is None and shapes is not None and \
+                signature.specialized() >= self.config.max_shape_specializations:
+            shapes = None
+            step = signature.steps.get(None)
+            if step is not None and not step.stale:
+                return step
+        step = self._compile(signature, shapes, feed_values)
+        signature.steps[shapes] = step
+        return step
+
+    def _compile(self, signature, shapes, feed_values):
+        structure = signature.structure
+
+        def compile_for(arg_shapes):
+            return CompiledStep(self.graph, structure.tensors, signature.feeds,
+                                structure.targets, self.config, self._thread_pool, self.cluster,
+                                self._device_threads, feed_shapes=[v.shape for v in feed_values],
+                                arg_shapes=arg_shapes, remote=self._remote,
+                                pins=self._variable_pins())
+
+        try:
+            step = compile_for(signature.arg_shapes(shapes))
+        except (errors.InternalError, ValueError, TypeError):
+            if shapes is None:
+                raise
+            # The fed shapes make some op's shape inference fail while compiling (a reshape to
+            # the wrong size, say): the generic step reports that when the op runs, in the
+            # terms of its kernel, naming the op and the user's line.
+            step = compile_for(None)
+        self._log_placement(step, structure.tensors + structure.targets,
+                            dict(zip(signature.feeds, feed_values)))
+        return step
 
     # -- placement --------------------------------------------------------------------------
     def placement_plan(self, fetches=None, feed_dict=None):
@@ -132,8 +171,11 @@ class Session:
         """
         if self._closed:
             raise RuntimeError("attempted to use a closed Session")
-        _, step, _ = self._entry(fetches, feed_dict or {})
-        return step_plan_of(step, self.remote_tasks)
+        feed_dict = feed_dict or {}
+        signature = self._signature(fetches, feed_dict)
+        feed_values = [check(value) for check, value in zip(signature.checks,
+                                                            feed_dict.values())]
+        return step_plan_of(self._step(signature, feed_values), self.remote_tasks)
 
     def _log_placement(self, step, fetches, feed_dict):
         """``ConfigProto(log_device_placement=True)``: print the placement to stderr, once per
@@ -212,7 +254,7 @@ class Session:
         if self._closed:
             return
         self._closed = True
-        self._steps.clear()
+        self._signatures.clear()
         if self._remote is not None:
             self._remote.shutdown()
         for pool in (self._pool, self._device_pool):
@@ -277,6 +319,39 @@ class _DefaultSession:
         return False
 
 
+class _Signature:
+    """One run signature: its fetch structure, fed tensors with their checks, and its compiled
+    steps by the shapes fed for the feeds whose declared shape has unknown dims (``None``: the
+    generic step, compiled for the declared shapes)."""
+
+    __slots__ = ("structure", "feeds", "checks", "open_feeds", "steps")
+
+    def __init__(self, structure, feeds):
+        self.structure = structure
+        self.feeds = feeds
+        self.checks = [FeedCheck(t) for t in feeds]
+        self.open_feeds = tuple(i for i, t in enumerate(feeds) if not t.shape.is_fully_defined())
+        self.steps: dict = {}
+
+    def shapes_of(self, feed_values):
+        """The key of the step specialized for ``feed_values`` (None if no shape is open)."""
+        if not self.open_feeds:
+            return None
+        return tuple(feed_values[i].shape for i in self.open_feeds)
+
+    def specialized(self) -> int:
+        return len(self.steps) - (None in self.steps)
+
+    def arg_shapes(self, shapes):
+        """The shape of each feed's ``_Arg`` in the step for ``shapes`` (None: as declared)."""
+        if shapes is None:
+            return None
+        args = [None] * len(self.feeds)
+        for i, shape in zip(self.open_feeds, shapes):
+            args[i] = shape
+        return args
+
+
 class FeedCheck:
     """Checks one fed value against its tensor and converts it to the tensor's dtype.
 
@@ -338,14 +413,6 @@ def _safe_cast(src, dst) -> bool:
 
 def step_plan_of(step, tasks=None) -> StepPlan:
     return StepPlan(step.plan, step.partitions, step.changes, step.devices, step.ops, tasks)
-
-
-def _shape_or_none(value):
-    """The shape of a fed value, for sizing the plan (None when it has none)."""
-    try:
-        return np.shape(value)
-    except Exception:  # noqa: BLE001 - the feed check reports bad values properly
-        return None
 
 
 def _single_output(op):

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from tensorweave import errors
 from tensorweave.graph.core import Graph
+from tensorweave.graph.shapes import TensorShape
 from tensorweave.ops import registry
 from tensorweave.passes.base import Rewriter
 from tensorweave.passes.prune import needed_ops
@@ -27,14 +28,17 @@ from tensorweave.passes.prune import needed_ops
 __all__ = ["snapshot"]
 
 
-def snapshot(graph: Graph, fetches, feeds, targets) -> Graph:
-    """A new graph computing ``fetches`` and running ``targets`` from ``feeds`` (see module)."""
+def snapshot(graph: Graph, fetches, feeds, targets, arg_shapes=None) -> Graph:
+    """A new graph computing ``fetches`` and running ``targets`` from ``feeds`` (see module).
+    ``arg_shapes`` gives, per feed, the shape the step will be fed (None: the declared one)."""
     fetches, feeds, targets = list(fetches), list(feeds), list(targets)
     fed = set(feeds)
     ops = needed_ops(fetches, targets, feeds)
     skipped = _check_feeds(ops, fed, targets)
     rw = Rewriter(graph)
-    args = {t: _add_arg(rw, index, t) for index, t in enumerate(feeds)}
+    arg_shapes = arg_shapes or [None] * len(feeds)
+    args = {t: _add_arg(rw, index, t, shape)
+            for index, (t, shape) in enumerate(zip(feeds, arg_shapes))}
     derived: set = set()  # ops whose recorded specs may depend on a value now fed
     for op in ops:
         if op in skipped:
@@ -55,8 +59,9 @@ def snapshot(graph: Graph, fetches, feeds, targets) -> Graph:
     return rw.graph
 
 
-def _add_arg(rw, index, tensor):
-    attrs = {"index": index, "dtype": tensor.dtype, "shape": tensor.shape}
+def _add_arg(rw, index, tensor, fed_shape=None):
+    shape = tensor.shape if fed_shape is None else tensor.shape.merge_with(TensorShape(fed_shape))
+    attrs = {"index": index, "dtype": tensor.dtype, "shape": shape}
     return rw.create("_Arg", [], attrs, like=tensor.op,
                      name=f"_arg_{_flat(tensor.name)}").outputs[0]
 

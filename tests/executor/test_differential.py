@@ -21,7 +21,7 @@ def test_session_equals_reference_interpreter(sample):
     want = reference.evaluate(fetches, feeds)
     with tw.Session(graph=graph) as sess:
         got = sess.run(fetches, feeds)
-        step = next(iter(sess._steps.values()))[1]
+        step = sess._compiled_steps()[0]
         dataflow = DataflowProgram(step.schedule, _POOL)
         got_dataflow = dataflow.run(StepContext(VariableStore(), 1),
                                     [feeds[t] for t in step.feeds])

@@ -22,7 +22,7 @@ def _config(n, **kw):
 
 
 def _step(sess):
-    return list(sess._steps.values())[-1][1]
+    return sess._compiled_steps()[-1]
 
 
 def _cpu(i):

@@ -84,7 +84,7 @@ def test_feeds_and_fetches_travel_only_to_the_tasks_that_use_them():
             yb = tw.add(b, 1.0, name="yb")
     with tw.Session("local:2", graph=g) as sess:
         got = sess.run([ya, yb], {a: [1.0, 2.0, 3.0], b: [0.0, 0.0, 1.0]})
-        (_, step, _), = sess._steps.values()
+        step, = sess._compiled_steps()
         program = step.program
         summary = sess.step_plan([ya, yb], {a: [1.0, 2.0, 3.0], b: [0.0, 0.0, 1.0]}).summary()
     assert "Tasks (Ray actors):" in summary and "/job:worker/task:1  on host" in summary

@@ -53,7 +53,54 @@ def test_steps_are_cached_per_signature(graph):
         sess.run(y, {x: 1.0})
         sess.run(y, {x: 2.0})
         sess.run([y], {x: 2.0})
-        assert len(sess._steps) == 2
+        assert len(sess._compiled_steps()) == 2
+
+
+def _ops_of(step):
+    return {op.type for op in step.optimized.get_operations()}
+
+
+def test_steps_are_specialized_to_the_fed_shapes(graph):
+    x = tw.placeholder(tw.float32, [None, 3], name="x")
+    y = tw.reduce_mean(x) * tf_size(x)
+    with tw.Session() as sess:
+        for rows in (2, 5, 2):
+            value = np.arange(rows * 3, dtype=np.float32).reshape(rows, 3)
+            assert sess.run(y, {x: value}) == pytest.approx(value.mean() * value.size)
+        steps = sess._compiled_steps()
+        assert len(steps) == 2  # one per batch size
+        # the batch is known inside each step: Size folds into a constant
+        assert all("Size" not in _ops_of(step) for step in steps)
+        args = [op for op in steps[1].optimized.get_operations() if op.type == "_Arg"]
+        assert args[0].attrs["shape"].as_tuple() == (5, 3)
+
+
+def tf_size(x):
+    return tw.cast(tw.size(x), tw.float32)
+
+
+def test_shape_specializations_are_capped_then_one_generic_step_runs(graph):
+    x = tw.placeholder(tw.float32, [None], name="x")
+    y = tw.reduce_sum(x) + tf_size(x)
+    with tw.Session(config=tw.ConfigProto(max_shape_specializations=2)) as sess:
+        for n in (1, 2, 3, 4, 3):
+            assert sess.run(y, {x: np.ones(n, np.float32)}) == 2 * n
+        steps = sess._compiled_steps()
+        assert len(steps) == 3  # two specialized, then the generic one for every other shape
+        assert "Size" in _ops_of(steps[2]) and "Size" not in _ops_of(steps[0])
+    with tw.Session(config=tw.ConfigProto(max_shape_specializations=0)) as sess:
+        for n in (1, 2):
+            assert sess.run(y, {x: np.ones(n, np.float32)}) == 2 * n
+        assert len(sess._compiled_steps()) == 1
+
+
+def test_a_fed_shape_that_breaks_inference_is_reported_when_the_op_runs(graph):
+    x = tw.placeholder(tw.float32, [None], name="x")
+    y = tw.reshape(x, [2, 2], name="square")
+    with tw.Session() as sess:
+        assert sess.run(y, {x: np.ones(4, np.float32)}).shape == (2, 2)
+        with pytest.raises(tw.errors.InvalidArgumentError, match="square"):
+            sess.run(y, {x: np.ones(3, np.float32)})
 
 
 def test_missing_feed_names_placeholder_and_location(graph):
@@ -167,7 +214,7 @@ def test_values_are_freed_after_last_use(graph):
     b = tw.add(a, 1.0)
     with tw.Session() as sess:
         sess.run(b, {x: [1, 2, 3]})
-        step = next(iter(sess._steps.values()))[1]
+        step = sess._compiled_steps()[0]
         source = step.program._fn.__code__.co_names
         assert "k0" in source
         assert step.schedule.last_use  # every read value has a last use
@@ -183,11 +230,11 @@ def test_parallel_runner_matches_sequential():
         value = np.random.default_rng(0).normal(size=(128, 128)).astype(np.float32)
         with tw.Session(config=tw.ConfigProto(inter_op_parallelism_threads=2)) as sess:
             got = sess.run(out, {x: value})
-            step = next(iter(sess._steps.values()))[1]
+            step = sess._compiled_steps()[0]
             assert step.parallel
         with tw.Session(config=tw.ConfigProto(inter_op_parallelism_threads=1)) as sess:
             want = sess.run(out, {x: value})
-            assert not next(iter(sess._steps.values()))[1].parallel
+            assert not sess._compiled_steps()[0].parallel
     np.testing.assert_array_equal(got, want)
 
 

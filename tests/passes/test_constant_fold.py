@@ -129,9 +129,9 @@ def test_the_session_cap_comes_from_the_config(graph):
     config = tw.ConfigProto(max_folded_constant_elements=10)
     with tw.Session(config=config) as sess:
         assert sess.run(y) == 10000.0
-        step = next(iter(sess._steps.values()))[1]
+        step = sess._compiled_steps()[0]
         assert not any("big" in line for line in step.changes)
     with tw.Session() as sess:
         assert sess.run(y) == 10000.0
-        step = next(iter(sess._steps.values()))[1]
+        step = sess._compiled_steps()[0]
         assert "constant_fold: folded big (Fill) -> Const" in step.changes

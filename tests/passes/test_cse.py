@@ -72,7 +72,7 @@ def test_fetching_two_merged_tensors_gives_equal_values(graph):
     b = tw.square(x, name="b")
     with tw.Session() as sess:
         got_a, got_b = sess.run([a, b], {x: [1.0, 2.0, 3.0]})
-        step = next(iter(sess._steps.values()))[1]
+        step = sess._compiled_steps()[0]
     assert "cse: merged b (Square) into a" in step.changes
     np.testing.assert_array_equal(got_a, [1.0, 4.0, 9.0])
     np.testing.assert_array_equal(got_b, [1.0, 4.0, 9.0])

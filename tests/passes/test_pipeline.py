@@ -21,7 +21,7 @@ def _model():
 
 
 def _step(sess):
-    return next(iter(sess._steps.values()))[1]
+    return sess._compiled_steps()[0]
 
 
 def test_pipeline_names_and_order():

@@ -241,7 +241,7 @@ def test_failed_step_on_the_dataflow_runner_leaves_variables_unchanged(graph):
         sess.run(tw.global_variables_initializer())
         with pytest.raises(tw.errors.InvalidArgumentError, match="Reshape"):
             sess.run(bad, {x: [1.0]})
-        assert any(step.parallel for _, step, _ in sess._steps.values())
+        assert any(step.parallel for step in sess._compiled_steps())
         assert sess.run(a)[0, 0] == 2.0 and sess.run(b)[0, 0] == 3.0
         sess.run(bad, {x: [1.0, 2.0, 3.0, 4.0]})
         assert sess.run(a)[0, 0] == 4.0 and sess.run(b)[0, 0] == 9.0
