@@ -145,10 +145,12 @@ def _scalar_type(dtype: str) -> str:
 class _SourceWriter:
     """Builds the kernel's source: constants as typed globals, then the loop nest."""
 
-    def __init__(self, expr: FusedExpr, layout: Layout, parallel: bool):
+    def __init__(self, expr: FusedExpr, layout: Layout, parallel: bool, aliases=()):
         self.expr = expr
         self.layout = layout
         self.parallel = parallel
+        # output m is written over input aliases[m] (-1: its own array); see ``kernel_source``
+        self.aliases = tuple(aliases) or (-1,) * len(expr.outputs)
         self.constants: dict = {}  # (value repr, dtype) -> global name
         self.lines: list = []
 
@@ -178,19 +180,56 @@ class _SourceWriter:
                 self.emit(1, f"x{j} = in{j}[0]")  # a scalar: read once
         # index[name]: the offset expression of the output ("out") and of each input so far
         index = {"out": "0", **{j: "0" for j in used}}
+        reads = {j: f"in{j}[{{}}]" for j in used}  # how the inner loop reads input j
+        writes = {m: f"{self._target(m)}[{{}}]" for m in range(len(expr.outputs))}
         for d in range(k):
             loop = "prange" if (self.parallel and d == 0) else "range"
+            if k > 1 and d == k - 1:
+                reads, writes = self._rows(1 + d, d, index, used)
+                index = {name: f"i{d}" for name in index}
             self.emit(1 + d, f"for i{d} in {loop}(d{d}):")
-            index = self._offsets(2 + d, d, index)
+            if k == 1 or d < k - 1:
+                index = self._offsets(2 + d, d, index)
         depth = 1 + k
         for j in used:
-            if not all(layout.broadcast[j]):
-                self.emit(depth, f"x{j} = in{j}[{index[j]}]")
+            if not all(layout.broadcast[j]) and reads[j] is not None:
+                self.emit(depth, f"x{j} = {reads[j].format(index[j])}")
         for idx, node in enumerate(expr.nodes):
             self.emit(depth, f"t{idx} = {self._node(node)}")
         for m, node_index in enumerate(expr.outputs):
-            self.emit(depth, f"out{m}[{index['out']}] = t{node_index}")
+            self.emit(depth, f"{writes[m].format(index['out'])} = t{node_index}")
         return "\n".join(self._header(params) + self.lines) + "\n"
+
+    def _rows(self, depth, d, index, used):
+        """Before the innermost loop (dim ``d``): a view of this row of the output and of every
+        input that varies along it, and the value of each input constant along it. The inner
+        loop then indexes one-dimensional views by its own counter, which LLVM vectorises;
+        flat offsets computed from the outer counters kept it scalar (a bias add over
+        [39200, 32]: 0.77 -> 0.13 ms)."""
+        reads, writes = {}, {}
+        for j in used:
+            if all(self.layout.broadcast[j]):
+                reads[j] = None
+            elif self.layout.broadcast[j][d]:
+                self.emit(depth, f"x{j} = in{j}[{index[j]}]")  # constant along the row
+                reads[j] = None
+            else:
+                self.emit(depth, f"r{j} = in{j}[{index[j]}:{index[j]} + d{d}]")
+                reads[j] = f"r{j}[{{}}]"
+        base = index["out"]
+        for m in range(len(self.expr.outputs)):
+            if self.aliases[m] >= 0:  # the donor has the output's shape: it has a row view
+                writes[m] = f"r{self.aliases[m]}[{{}}]"
+                continue
+            self.emit(depth, f"w{m} = out{m}[{base} * d{d}:({base} + 1) * d{d}]")
+            writes[m] = f"w{m}[{{}}]"
+        return reads, writes
+
+    def _target(self, m) -> str:
+        """The array output ``m`` is written into: its own, or the input it is written over
+        (named as that input, so LLVM sees one array read and written at the same index and
+        vectorises; through a second name it finds them overlapping and stays scalar)."""
+        return f"in{self.aliases[m]}" if self.aliases[m] >= 0 else f"out{m}"
 
     def _offsets(self, depth, d, index) -> dict:
         """Offsets at loop level ``d``: the outer level's offset plus this index times a stride.
@@ -239,13 +278,16 @@ class _SourceWriter:
         return lines
 
 
-def kernel_source(expr: FusedExpr, layout: Layout, parallel: bool = False) -> str:
+def kernel_source(expr: FusedExpr, layout: Layout, parallel: bool = False,
+                  aliases=()) -> str:
     """The Python source of the numba kernel for ``expr`` on ``layout``.
 
     The function takes the inputs and outputs as flat C-contiguous arrays, then ``dims`` (int64,
-    the collapsed output shape) and ``strides`` (int64, inputs x dims).
+    the collapsed output shape) and ``strides`` (int64, inputs x dims). ``aliases[m] = j``
+    says the caller passes input ``j``'s array as output ``m`` too (a donated input); the loop
+    then writes through the input's name.
     """
-    return _SourceWriter(expr, layout, parallel).write()
+    return _SourceWriter(expr, layout, parallel, aliases).write()
 
 
 # -- compiling and caching -----------------------------------------------------------------------
@@ -289,27 +331,29 @@ _COMPILED: dict = {}
 _LOCK = threading.Lock()
 
 
-def _compiled(expr: FusedExpr, layout: Layout, parallel: bool):
-    key = (expr.to_json(), layout.key, parallel)
+def _compiled(expr: FusedExpr, layout: Layout, parallel: bool, aliases=()):
+    key = (expr.to_json(), layout.key, parallel, tuple(aliases))
     fn = _COMPILED.get(key)
     if fn is None:
         with _LOCK:
             fn = _COMPILED.get(key)
             if fn is None:
-                fn = _load(kernel_source(expr, layout, parallel))
+                fn = _load(kernel_source(expr, layout, parallel, aliases))
                 _COMPILED[key] = fn
     return fn
 
 
 @dataclasses.dataclass(frozen=True)
 class _Plan:
-    """What one set of input shapes needs at each call: the compiled loop and its arguments."""
+    """What one set of input shapes needs at each call: the compiled loops (by which outputs
+    are written over which inputs) and their arguments."""
 
-    fn: object
+    layout: Layout
     out_shape: tuple
     dims: np.ndarray
     strides: np.ndarray
     empty: bool
+    fns: dict = dataclasses.field(default_factory=dict)
 
 
 class NumbaKernel:
@@ -344,8 +388,16 @@ class NumbaKernel:
             plan = self._plans[shapes] = self._plan(shapes)
         outputs = self._outputs(arrays, plan.out_shape, donate)
         if not plan.empty:
+            aliases = tuple(next((j for j, a in enumerate(arrays) if a is o), -1)
+                            for o in outputs) if donate else ()
+            if all(j < 0 for j in aliases):
+                aliases = ()
+            fn = plan.fns.get(aliases)
+            if fn is None:
+                fn = plan.fns[aliases] = _compiled(self.expr, plan.layout, self.parallel,
+                                                   aliases)
             flat = [a.reshape(-1) for a in arrays] + [o.reshape(-1) for o in outputs]
-            plan.fn(*flat, plan.dims, plan.strides)
+            fn(*flat, plan.dims, plan.strides)
         self._retained.keep(outputs)
         return tuple(outputs)
 
@@ -354,8 +406,7 @@ class NumbaKernel:
         if 0 in out_shape:
             return _Plan(None, out_shape, None, None, True)
         layout = broadcast_layout(shapes, out_shape)
-        fn = _compiled(self.expr, layout, self.parallel)
-        return _Plan(fn, out_shape, np.asarray(layout.dims, dtype=np.int64),
+        return _Plan(layout, out_shape, np.asarray(layout.dims, dtype=np.int64),
                      layout.strides(), False)
 
     def _outputs(self, arrays, shape, donate) -> list:

@@ -27,7 +27,7 @@ class VariableStore:
     """
 
     _POOL_PER_KEY = 4
-    _MIN_POOLED_BYTES = 1 << 16
+    MIN_POOLED_BYTES = 1 << 16
 
     def __init__(self):
         self.values: dict[str, np.ndarray] = {}
@@ -48,7 +48,7 @@ class VariableStore:
         # References: the caller's local, this argument, getrefcount's own argument. Any more
         # means someone (a fetch, a view, a running step) still sees the array.
         if (type(array) is not np.ndarray or array.base is not None
-                or array.nbytes < self._MIN_POOLED_BYTES or sys.getrefcount(array) > 3):
+                or array.nbytes < self.MIN_POOLED_BYTES or sys.getrefcount(array) > 3):
             return
         free = self._pool.setdefault((array.shape, array.dtype), [])
         if len(free) < self._POOL_PER_KEY:
@@ -98,6 +98,8 @@ class StepContext:
     def empty_like(self, like: np.ndarray) -> np.ndarray:
         """An uninitialized writable numpy array shaped like ``like``, recycled when one is
         free (host memory only; device arrays come from their own library's pool)."""
+        if like.nbytes < VariableStore.MIN_POOLED_BYTES:  # never pooled: skip the lock
+            return np.empty_like(like)
         array = self.store.take(like.shape, like.dtype)
         return np.empty_like(like) if array is None else array
 

@@ -6,8 +6,11 @@ with a gradient too, so second derivatives work.
 
 from __future__ import annotations
 
+import numpy as np
+
 from tensorweave.graph.core import Tensor
 from tensorweave.ops import array as array_ops
+from tensorweave.ops import loops
 from tensorweave.ops import math as math_ops
 from tensorweave.ops.common import (FLOATS, NUMBERS, check_dtype, convert_to_tensor,
                                     normalize_axis, output, same_as_input)
@@ -62,6 +65,9 @@ def relu(features, name=None) -> Tensor:
 
 def _relu_grad_kernel(attrs, xp):
     def relu_grad(g, y):
+        if xp is np and g.shape == y.shape and \
+                loops.use_loops(g, y, min_elements=loops.SMALL_LOOP_MIN_ELEMENTS):
+            return loops.relu_grad(g, y)
         return xp.multiply(g, y > 0)
     return relu_grad
 

@@ -78,9 +78,9 @@ def _matmul_kernel(attrs, xp):
 
     def matmul_t(a, b):
         if ta:
-            a = xp.swapaxes(a, -1, -2)
+            a = a.T if a.ndim == 2 else xp.swapaxes(a, -1, -2)  # .T: no Python-level call
         if tb:
-            b = xp.swapaxes(b, -1, -2)
+            b = b.T if b.ndim == 2 else xp.swapaxes(b, -1, -2)
         return xp.matmul(a, b)
     return matmul_t
 

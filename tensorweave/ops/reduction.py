@@ -80,6 +80,11 @@ def _reduction_infer(allowed):
 
 def _kernel_axes(axes, ndim: int) -> tuple:
     """The axes array of a running reduction as a sorted tuple of distinct non-negative ints."""
+    if axes.size == 1:  # the usual case, in a fraction of the general path's time
+        a = int(axes.reshape(-1)[0])
+        if not -ndim <= a < ndim:
+            raise ValueError(f"invalid reduction axis {a} for an input of rank {ndim}")
+        return (a % ndim,)
     result = set()
     for a in axes.reshape(-1).tolist():  # tolist() works for numpy and cupy arrays
         if not -ndim <= a < ndim:
@@ -243,7 +248,8 @@ def _sum(xp, x, axis, keep):
     # numpy widens small ints unless told the dtype; np.sum is np.add.reduce behind a wrapper
     # that costs as much as summing a few thousand floats
     if xp is np:
-        if loops.use_loops(x) and loops.sums_leading_axes(x, axis):  # bias gradients
+        if loops.use_loops(x, min_elements=loops.SMALL_LOOP_MIN_ELEMENTS) and \
+                loops.sums_leading_axes(x, axis):  # bias gradients
             return loops.sum_leading_axes(x, len(axis), keep)
         return np.add.reduce(x, axis=axis, dtype=x.dtype, keepdims=keep)
     return xp.sum(x, axis=axis, keepdims=keep, dtype=x.dtype)

@@ -207,14 +207,26 @@ def test_parallel_loop_is_bitwise_the_serial_one():
     assert serial[0].tobytes() == parallel[0].tobytes()
 
 
-def test_donated_input_becomes_the_output():
+@pytest.mark.parametrize("shapes", [[(100,)] * 4, [(50, 6, 8), (8,), (50, 1, 8), ()],
+                                    [(40, 30), (40, 1), (30,), (1, 1)]], ids=str)
+@pytest.mark.parametrize("parallel", [False, True])
+def test_donated_input_becomes_the_output(shapes, parallel):
     rng = np.random.default_rng(5)
-    arrays = [rng.standard_normal(100).astype(np.float32) for _ in range(4)]
+    arrays = [rng.standard_normal(s).astype(np.float32) for s in shapes]
     expected = evaluate(ARITH, np, *arrays)
     x = arrays[0]
-    got = cpu_numba.compile_numba(ARITH)(*arrays, donate=(0,))
+    got = cpu_numba.compile_numba(ARITH, parallel=parallel)(*arrays, donate=(0,))
     assert got[0] is x
     assert_matches(got, expected, ["Add"])
+
+
+def test_inner_loops_index_row_views_and_write_a_donor_through_its_own_name():
+    layout = broadcast_layout([(40, 30), (30,), (40, 1), ()], (40, 30))
+    source = cpu_numba.kernel_source(ARITH, layout).split("def fused_kernel")[1]
+    assert "r0 = in0[" in source and "x2 = in2[" in source  # a row view; a value per row
+    assert "w0 = out0[" in source and "w0[i1] = " in source
+    donated = cpu_numba.kernel_source(ARITH, layout, aliases=(0,)).split("def fused_kernel")[1]
+    assert "r0[i1] = " in donated and "out0" not in donated.split("dims, strides):")[1]
 
 
 def test_an_output_still_referenced_is_never_overwritten():

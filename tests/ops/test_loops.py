@@ -3,7 +3,8 @@
 Each kernel that has a loop is run twice on the same inputs — with its loop, and with
 ``TENSORWEAVE_CPU_BACKEND=numpy``, which makes it run its numpy code — and the outputs must have
 the same bytes: values, signed zeros, infinities and NaNs. Inputs are large enough for the loops
-to run (``LOOP_MIN_ELEMENTS``) and hold the special values.
+to run (``LOOP_MIN_ELEMENTS``, or ``SMALL_LOOP_MIN_ELEMENTS`` for the kernels that use it) and
+hold the special values.
 """
 
 from __future__ import annotations
@@ -154,6 +155,9 @@ SUM_CASES = [  # (shape, axes): bias gradients and the edges of the rule
     ((40000, 2), (0,)),
     ((3, 11000, 3), (0,)),
     ((9000, 4, 5), (0, 1)),
+    ((100, 256), (0,)),      # small ones take the loop too (SMALL_LOOP_MIN_ELEMENTS)
+    ((100, 10), (0,)),
+    ((8, 8, 16), (0, 1)),
 ]
 
 
@@ -178,3 +182,18 @@ def test_sum_over_leading_axes_equals_numpy(monkeypatch, dtype, shape, axes, kee
 def test_other_sums_keep_numpy(shape, axes):
     assert not loops.sums_leading_axes(np.zeros(shape, np.float32), axes)
     assert not loops.sums_leading_axes(np.zeros(shape[::-1], np.float32).T, (0,))
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("shape", [(100, 256), (50, 7, 7, 64), (40000,)])
+def test_relu_grad_loop_equals_numpy(monkeypatch, dtype, shape):
+    rng = np.random.default_rng(5)
+    g, y = random_array(rng, shape, dtype), random_array(rng, shape, dtype)
+    g.reshape(-1)[:4] = [np.nan, np.inf, -1.0, -np.inf]   # masked out: NaN, NaN, -0.0, NaN
+    y.reshape(-1)[:4] = [-1.0, 0.0, -0.0, np.nan]
+    assert loops.use_loops(g, y, min_elements=loops.SMALL_LOOP_MIN_ELEMENTS)
+    kernel = registry.get("ReluGrad").kernel({}, np)
+    with_loops, plain = run_both(monkeypatch, lambda: kernel(g, y))
+    assert same_bytes(with_loops, plain)
+    with np.errstate(all="ignore"):
+        assert same_bytes(plain, g * (y > 0))
