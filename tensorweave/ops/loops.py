@@ -1,5 +1,5 @@
-"""Compiled loops for a few hot kernels: the Adam and gradient descent updates, the gradient of
-max pooling over non-overlapping windows, sums over leading axes (bias gradients) and ReluGrad.
+"""Compiled loops for a few hot kernels: the Adam and gradient descent updates, max pooling and
+its gradient over non-overlapping windows, sums over leading axes (bias gradients) and ReluGrad.
 
 These kernels are chains of elementwise steps over large arrays, and numpy runs each step as its
 own pass over memory: Adam makes 12 passes over arrays the size of the variable (11 ms for
@@ -31,8 +31,8 @@ import threading
 import numpy as np
 
 __all__ = ["LOOP_MIN_ELEMENTS", "SMALL_LOOP_MIN_ELEMENTS", "use_loops", "adam",
-           "gradient_descent", "max_pool_grad_tiles", "sums_leading_axes", "sum_leading_axes",
-           "relu_grad"]
+           "gradient_descent", "max_pool_tiles", "max_pool_grad_tiles", "sums_leading_axes",
+           "sum_leading_axes", "relu_grad"]
 
 # Below this many elements numpy's passes are cheap and a loop saves less than a call costs.
 LOOP_MIN_ELEMENTS = 1 << 15
@@ -134,6 +134,31 @@ def _relu_grad_loop(g, y, out):
     one, zero = g.dtype.type(1), g.dtype.type(0)
     for i in range(g.size):
         out[i] = g[i] * (one if y[i] > 0 else zero)
+
+
+# -- max pooling over non-overlapping windows -----------------------------------------------------
+def max_pool_tiles(x, kernel, out):
+    """MaxPool when the windows tile ``x`` exactly (stride == ksize, no padding), as the numpy
+    kernel computes it: the first position's value, then ``np.maximum`` with each later one in
+    row-major order (NaN wins; of equal values, signed zeros included, the later one)."""
+    kh, kw = kernel
+    _compiled(_max_pool_loop)(np.ascontiguousarray(x), kh, kw, out)
+
+
+def _max_pool_loop(x, kh, kw, out):
+    n, oh, ow, c = out.shape
+    for b in range(n):
+        for oy in range(oh):
+            for ox in range(ow):
+                row = out[b, oy, ox]
+                first = x[b, oy * kh, ox * kw]
+                for k in range(c):
+                    row[k] = first[k]
+                for t in range(1, kh * kw):
+                    tap = x[b, oy * kh + t // kw, ox * kw + t % kw]
+                    for k in range(c):
+                        a, v = row[k], tap[k]
+                        row[k] = a if (a > v or a != a) else v
 
 
 # -- max pooling's gradient over non-overlapping windows ------------------------------------------

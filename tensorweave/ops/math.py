@@ -23,6 +23,8 @@ numpy's floating-point warnings off, since TF returns those values silently.
 
 from __future__ import annotations
 
+import numpy as np
+
 from tensorweave.graph import dtypes
 from tensorweave.graph.core import Tensor
 from tensorweave.graph.shapes import TensorShape
@@ -71,12 +73,23 @@ def _batch_dims(a, b):
     return broadcast_shapes(a, b)
 
 
+# a @ b.T with few rows in ``a`` and many in ``b``: BLAS runs the transposed product b @ a.T
+# faster (Deep MNIST's fc1 input gradient, [50, 1024] @ [3136, 1024].T: 5.1-5.5 -> 4.9-5.0 ms
+# with the transposing copy, on one OpenBLAS thread); below these sizes it is a wash or worse.
+_TRANSPOSED_PRODUCT_MAX_ROWS = 64
+_TRANSPOSED_PRODUCT_MIN_K = 512
+
+
 def _matmul_kernel(attrs, xp):
     ta, tb = attrs["transpose_a"], attrs["transpose_b"]
     if not ta and not tb:
         return xp.matmul
 
     def matmul_t(a, b):
+        if tb and not ta and xp is np and a.ndim == b.ndim == 2 \
+                and a.shape[0] <= _TRANSPOSED_PRODUCT_MAX_ROWS \
+                and a.shape[1] >= _TRANSPOSED_PRODUCT_MIN_K and b.shape[0] >= 8 * a.shape[0]:
+            return np.ascontiguousarray(np.matmul(b, a.T).T)
         if ta:
             a = a.T if a.ndim == 2 else xp.swapaxes(a, -1, -2)  # .T: no Python-level call
         if tb:

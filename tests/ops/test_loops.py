@@ -139,6 +139,19 @@ def test_max_pool_grad_loop_equals_the_numpy_path(monkeypatch, dtype, ties, fini
     assert with_loops.flags.c_contiguous
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("ties", [False, True])
+def test_max_pool_loop_equals_the_numpy_path(monkeypatch, dtype, ties):
+    rng = np.random.default_rng(6)
+    x, _ = max_pool_case(rng, (3, 28, 26, 32), dtype, ties)
+    x[0, 0, 0, :4] = [-0.0, np.nan, 0.0, 1.0]   # windows mixing signed zeros, NaN, ties
+    x[0, 0, 1, :4] = [0.0, 1.0, -0.0, np.nan]
+    x[0, 1, 0, :4] = [-0.0, 2.0, 0.0, 1.0]
+    kernel = registry.get("MaxPool").kernel(POOL_2X2, np)
+    with_loops, plain = run_both(monkeypatch, lambda: kernel(x))
+    assert same_bytes(with_loops, plain)
+
+
 def test_max_pool_grad_with_padding_keeps_the_numpy_path(monkeypatch):
     rng = np.random.default_rng(3)
     x, y = max_pool_case(rng, (4, 27, 27, 64), np.float32, ties=True)  # SAME pads 27 -> 28

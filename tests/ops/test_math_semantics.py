@@ -428,6 +428,18 @@ def test_matmul_operator_with_numpy_on_either_side():
     np.testing.assert_array_equal(run(product, {m: value}), value)
 
 
+@pytest.mark.parametrize("shape_a, shape_b", [((50, 1024), (3136, 1024)),   # b @ a.T, transposed
+                                              ((5, 600), (70, 600)),
+                                              ((100, 256), (784, 256))])    # the direct product
+def test_matmul_with_transpose_b_equals_numpy_whichever_product_blas_runs(shape_a, shape_b):
+    rng = np.random.default_rng(0)
+    a, b = (rng.standard_normal(s).astype(np.float32) for s in (shape_a, shape_b))
+    got = run(tw.matmul(tw.constant(a), tw.placeholder_with_default(b, shape_b),
+                        transpose_b=True))
+    assert got.flags.c_contiguous
+    np.testing.assert_allclose(got, a @ b.T, rtol=1e-5, atol=1e-4)
+
+
 def test_reflected_operators_keep_operand_order():
     x = tw.constant([2, 4])
     assert run(10 - x).tolist() == [8, 6]
