@@ -16,6 +16,7 @@ import sys
 import numpy as np
 
 from tensorweave import errors
+from tensorweave.executor import host_memory
 from tensorweave.executor.compile import CompiledStep
 from tensorweave.executor.config import ConfigProto
 from tensorweave.executor.context import StepContext, VariableStore
@@ -37,6 +38,7 @@ class Session:
     """
 
     def __init__(self, target: str = "", graph=None, config: ConfigProto | None = None):
+        host_memory.tune()  # large temporaries stay mapped between steps (host_memory.py)
         self.graph = graph if graph is not None else core.get_default_graph()
         self.target = target
         self.config = config or ConfigProto()

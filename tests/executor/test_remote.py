@@ -124,6 +124,32 @@ def test_large_and_small_feeds_and_fetches_of_one_step_arrive_whole():
     np.testing.assert_array_equal(got[4], big_value * np.float32(3.0))
 
 
+def test_large_values_between_tasks_of_one_node_go_through_reused_shared_memory():
+    """Each step's value crosses in the same segment of the sender's; every one arrives
+    exactly, and closing the session unlinks the segments."""
+    from tensorweave.executor.shared_channels import MIN_SHARED_BYTES
+    n = MIN_SHARED_BYTES // 4 * 3
+    g = tw.Graph()
+    with g.as_default():
+        x = tw.placeholder(tw.float32, [n], name="x")
+        with tw.device("/job:worker/task:0"):
+            sent = tw.multiply(x, 2.0, name="sent")
+        with tw.device("/job:worker/task:1"):
+            received = tw.negative(sent, name="received")
+    rng = np.random.default_rng(1)
+    sess = tw.Session("local:2", graph=g)
+    try:
+        sender_pid = sess._remote.pids()[("worker", 0, 0)]
+        for _ in range(3):
+            value = rng.standard_normal(n).astype(np.float32)
+            np.testing.assert_array_equal(sess.run(received, {x: value}), -(value * 2.0))
+        segments = [f for f in os.listdir("/dev/shm") if f.startswith(f"tw{sender_pid}_")]
+        assert len(segments) == 1
+    finally:
+        sess.close()
+    assert not [f for f in os.listdir("/dev/shm") if f.startswith(f"tw{sender_pid}_")]
+
+
 def test_variables_persist_on_their_task_and_saver_round_trips(tmp_path):
     g = tw.Graph()
     with g.as_default():
