@@ -29,6 +29,7 @@ MMAP_THRESHOLD_BYTES = 64 << 20
 TRIM_THRESHOLD_BYTES = 256 << 20
 _M_TRIM_THRESHOLD = -1      # glibc's mallopt parameters (malloc.h)
 _M_MMAP_THRESHOLD = -3
+_M_ARENA_MAX = -8
 
 _lock = threading.Lock()
 _state: dict = {}
@@ -54,4 +55,5 @@ def _apply() -> bool:
     mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
     mallopt.restype = ctypes.c_int
     return bool(mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES)) and \
-        bool(mallopt(_M_TRIM_THRESHOLD, TRIM_THRESHOLD_BYTES))
+        bool(mallopt(_M_TRIM_THRESHOLD, TRIM_THRESHOLD_BYTES)) and \
+        bool(mallopt(_M_ARENA_MAX, 1))

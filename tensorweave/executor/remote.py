@@ -145,7 +145,7 @@ class RemoteCluster:
         self.ray = _ensure_ray(kind, where, n)
         gpus = _gpus_per_task(devices_per_task)
         actor = self.ray.remote(TaskWorker).options(
-            max_restarts=max_restarts, max_task_retries=0, max_concurrency=16,
+            max_restarts=max_restarts, max_task_retries=0, max_concurrency=4,
             num_cpus=0, num_gpus=gpus)
         self.actors = {task: actor.remote(task) for task in self.tasks}
         self.incarnations: dict = {}
@@ -483,6 +483,7 @@ class TaskWorker:
         self.timeout_ms = DEFAULT_TIMEOUT_MS  # receive deadline, from the session's config
         self._pool = None
         self._devices_pool = None
+        self._steps_thread = None
         self.node = _ray_node_id()
         self.neighbours: set = set()    # peers on this task's node: large sends go through
         self.outbox = Outbox()          # shared memory (shared_channels.py)
@@ -547,8 +548,7 @@ class TaskWorker:
         stats = [] if trace else None
         wall0 = time.time()
         try:
-            with np.errstate(all="ignore"):
-                fetched = runner.run(ctx, values, stats, time.perf_counter())
+            fetched = self._step_thread().submit(_run_step, runner, ctx, values, stats).result()
         except Exception as e:  # noqa: BLE001 - reported to the client in its terms
             outcome = _error_outcome(e)
             if outcome[1] != "CancelledError":
@@ -638,6 +638,17 @@ class TaskWorker:
                 self.steps[step_id] = rendezvous
         return rendezvous
 
+    def _step_thread(self):
+        """The one thread that runs this task's steps. Ray hands each actor call to any thread
+        of its pool; run there, consecutive steps would each start on another thread, with
+        its own malloc arena and cold buffers (each of ~20 threads took a share of the CPU,
+        and every step page-faulted its temporaries anew)."""
+        with self.lock:
+            if self._steps_thread is None:
+                self._steps_thread = cf.ThreadPoolExecutor(max_workers=1,
+                                                           thread_name_prefix="tensorweave-step")
+            return self._steps_thread
+
     def _thread_pool(self):
         if self._pool is None:
             self._pool = cf.ThreadPoolExecutor(max_workers=os.cpu_count() or 1,
@@ -676,6 +687,11 @@ class TaskRendezvous(Rendezvous):
 
     def deliver_local(self, key, value):
         super().send(key, value)
+
+
+def _run_step(runner, ctx, values, stats):
+    with np.errstate(all="ignore"):  # numpy's error state is per thread
+        return runner.run(ctx, values, stats, time.perf_counter())
 
 
 def _step_of(key: str) -> int:
