@@ -6,15 +6,15 @@ into its object store, which on this machine costs the sender ~9-13 ms of CPU fo
 (``benchmarks/remote.py``'s notes, DESIGN.md "Transfers between tasks"). So when both tasks
 run on the same node, a sender keeps one segment per edge (source task, destination task,
 tensor), writes the value into it, and the actor call carries only its name, dtype and shape;
-the receiver copies the value out and marks the segment free.
+the receiver reads the value in place and the segment is free again once the step no longer
+holds it (``_Lease``).
 
 A segment's first 8 bytes say whether it holds a value not yet taken (``_FULL``) or is free
 (``_FREE``). A sender writes only into a free segment of its edge (one is added when none is
 free, up to ``SEGMENTS_PER_EDGE``; beyond that the value goes through Ray as before), so a
-value is never overwritten before its receiver took it, or dropped it (a delivery for a step
-that is over is dropped, and frees its segment). A session runs one remote step at a time, and
-a step ends only after every receiver took its values, so in practice each edge reuses one
-segment from step to step.
+value is never overwritten while its receiver may still read it (a delivery for a step that is
+over is dropped, and frees its segment). A step's values die when the step ends, so in practice
+each edge reuses one segment from step to step.
 
 Segments are ``multiprocessing.shared_memory`` blocks named ``tw<pid>_<n>_<random>``: the
 sender creates and unlinks them (when its session shuts the task down, at exit, or when a value
@@ -65,6 +65,23 @@ class _Segment:
             self.block.close()
         except BufferError:  # a view of the data is still alive somewhere: leave it mapped
             pass
+
+
+class _Lease:
+    """A value read in place from a segment: ``np.asarray(lease)`` is a read-only array whose
+    base is the lease, so the segment is freed exactly when no array of the value is left."""
+
+    def __init__(self, segment: _Segment, dtype, shape):
+        self.segment = segment
+        view = segment.data(dtype, shape)
+        self.__array_interface__ = {"version": 3, "shape": shape, "typestr": dtype.str,
+                                    "data": (view.ctypes.data, True)}  # True: read-only
+        self._view = view   # keeps the mapping alive as long as the value
+
+    def __del__(self):
+        state = self.segment.state
+        if state is not None:
+            state[0] = _FREE
 
 
 class Outbox:
@@ -125,12 +142,9 @@ class Inbox:
         self._lock = threading.Lock()
 
     def take(self, name: str, dtype: str, shape) -> np.ndarray:
-        """A copy of the value in segment ``name``; the segment is free again afterwards."""
-        segment = self._segment(name)
-        value = np.empty(shape, dtype=np.dtype(dtype))
-        np.copyto(value, segment.data(value.dtype, value.shape))
-        segment.state[0] = _FREE
-        return value
+        """The value in segment ``name``, read in place: a read-only array that frees the
+        segment when the last reference to it goes (the step no longer needs it)."""
+        return np.asarray(_Lease(self._segment(name), np.dtype(dtype), tuple(shape)))
 
     def drop(self, name: str):
         """Free segment ``name`` without reading it (its delivery was refused)."""

@@ -1,6 +1,6 @@
 """Shared-memory transfers between tasks of one machine (``executor/shared_channels.py``):
-values arrive exactly, a segment is reused once its value was taken and never overwritten
-before, too many values in flight fall back to Ray, and segments of dead senders are swept."""
+values arrive exactly and are read in place, a segment is reused once no array of its value
+is left and never before, too many values in flight fall back to Ray, and segments of dead senders are swept."""
 
 import os
 import subprocess
@@ -30,11 +30,21 @@ def test_a_value_arrives_exactly_and_its_segment_is_reused(channel):
     got = inbox.take(name, dtype, shape)
     np.testing.assert_array_equal(got, first)
     assert got.dtype == np.float32 and got.shape == first.shape
+    assert not got.flags.writeable                 # read in place: nobody writes into it
     second = first * 2
-    ticket = outbox.put("a->b", second)
-    assert ticket[0] == name                       # taken: the same segment again
-    np.testing.assert_array_equal(inbox.take(*ticket), second)
-    np.testing.assert_array_equal(got, first)      # the first copy is the receiver's own
+    held = outbox.put("a->b", second)
+    assert held[0] != name                         # the first value is still referenced
+    np.testing.assert_array_equal(got, first)      # ... and intact
+    second_got = inbox.take(*held)
+    np.testing.assert_array_equal(second_got, second)
+    view = got[1:]
+    del got
+    third = outbox.put("a->b", first + 1)
+    assert third is None                           # both held (a view keeps the first)
+    del view
+    ticket = outbox.put("a->b", first + 1)
+    assert ticket[0] == name                       # released: the same segment again
+    np.testing.assert_array_equal(inbox.take(*ticket), first + 1)
 
 
 def test_a_segment_is_never_overwritten_before_its_value_is_taken(channel):
@@ -43,7 +53,8 @@ def test_a_segment_is_never_overwritten_before_its_value_is_taken(channel):
     tickets = [outbox.put("edge", v) for v in values]
     assert tickets[0][0] != tickets[1][0]          # a second segment for the second value
     assert tickets[2] is None                      # both in flight: this one goes by Ray
-    np.testing.assert_array_equal(inbox.take(*tickets[1]), values[1])
+    inbox.take(*tickets[1])                        # taken and dropped at once: freed
+    assert outbox.put("edge", values[2])[0] == tickets[1][0]
     inbox.drop(tickets[0][0])                      # a refused delivery frees its segment
     assert outbox.put("edge", values[2]) is not None
 
@@ -58,7 +69,7 @@ def test_small_values_and_objects_travel_by_ray(channel):
 def test_a_larger_value_replaces_a_free_segment_too_small(channel):
     outbox, inbox = channel
     small = outbox.put("edge", np.ones(BIG, np.float32))
-    inbox.take(*small)
+    inbox.take(*small)                             # not kept: the segment is free
     big_value = np.arange(4 * BIG, dtype=np.float64)
     ticket = outbox.put("edge", big_value)
     assert ticket[0] != small[0]
