@@ -15,10 +15,11 @@ What crosses the process boundary, and when:
 * each ``run`` sends each task only the feeds its partitions read, and brings back only the
   fetches they make;
 * a ``_Send`` whose ``_Recv`` is on another task calls that task's ``deliver`` (an actor call
-  carrying the array; Ray moves large arrays through its shared-memory object store); a large
-  array for a task of the same node goes through a shared-memory segment the sender reuses
-  every step instead, and the call carries its name (``shared_channels.py``); sends between
-  devices of one task stay in-process.
+  carrying the array; Ray moves large arrays through its shared-memory object store); to a
+  task of the same node it is a message on a Unix socket instead (``node_links.py``), and a
+  large array goes through a shared-memory segment the sender reuses every step, the message
+  carrying its name (``shared_channels.py``); sends between devices of one task stay
+  in-process.
 
 Variables live on the task whose partition holds them and persist across steps. A step's
 updates are held by each task until the client says whether the whole step succeeded (in the
@@ -54,6 +55,7 @@ from tensorweave.executor.config import ConfigProto
 from tensorweave.executor.context import StepContext, VariableStore
 from tensorweave.executor.device_program import DeviceProgram
 from tensorweave.executor.multidevice import MultiDeviceProgram
+from tensorweave.executor.node_links import Link, Listener
 from tensorweave.executor.rendezvous import Rendezvous
 from tensorweave.executor.shared_channels import Inbox, Outbox
 from tensorweave.graph.core import Graph
@@ -172,7 +174,8 @@ class RemoteCluster:
         self.nodes = {task: info for task, info in zip(self.tasks, infos)}
         handles = dict(self.actors)
         nodes = {task: info["node"] for task, info in self.nodes.items()}
-        self.ray.get([a.set_peers.remote(handles, self.incarnations, nodes)
+        links = {task: info.get("link") for task, info in self.nodes.items()}
+        self.ray.get([a.set_peers.remote(handles, self.incarnations, nodes, links)
                       for a in self.actors.values()], timeout=120)
 
     def record(self, tasks, step_id: int, ok: bool):
@@ -486,20 +489,32 @@ class TaskWorker:
         self._steps_thread = None
         self.node = _ray_node_id()
         self.neighbours: set = set()    # peers on this task's node: large sends go through
-        self.outbox = Outbox()          # shared memory (shared_channels.py)
-        self.inbox = Inbox()
+        self.outbox = Outbox()          # shared memory (shared_channels.py), and messages
+        self.inbox = Inbox()            # through Unix sockets (node_links.py)
+        self.listener = Listener(self._on_link_message)
+        self.link_addresses: dict = {}  # neighbour -> (address, secret)
+        self.links: dict = {}           # neighbour -> Link, connected on first use
         atexit.register(self.outbox.close)
 
     # -- setup ------------------------------------------------------------------------------
     def describe(self) -> dict:
+        link = None if self.listener.address is None else (self.listener.address,
+                                                            self.listener.secret)
         return {"incarnation": self.incarnation, "pid": os.getpid(),
-                "host": socket.gethostname(), "node": self.node}
+                "host": socket.gethostname(), "node": self.node, "link": link}
 
-    def set_peers(self, handles: dict, incarnations: dict, nodes: dict | None = None):
+    def set_peers(self, handles: dict, incarnations: dict, nodes: dict | None = None,
+                  links: dict | None = None):
         self.peers = {tuple(k): v for k, v in handles.items()}
         self.accepted = {tuple(k): v for k, v in incarnations.items()}
         self.neighbours = {tuple(k) for k, node in (nodes or {}).items()
                            if self.node is not None and node == self.node}
+        with self.lock:
+            for link in self.links.values():
+                link.close()
+            self.links = {}
+            self.link_addresses = {tuple(k): tuple(v) for k, v in (links or {}).items()
+                                   if v is not None and tuple(k) in self.neighbours}
         return True
 
     def register(self, handle: int, payload: dict):
@@ -619,9 +634,41 @@ class TaskWorker:
             return dict(self.store.values)
 
     def close_channels(self):
+        self.listener.close()
+        with self.lock:
+            for link in self.links.values():
+                link.close()
+            self.links = {}
         self.outbox.close()
         self.inbox.close()
         return True
+
+    def send_by_link(self, task, message) -> bool:
+        """Send ``message`` to a neighbour over its Unix socket; False if there is none or it
+        broke (the caller sends through Ray)."""
+        with self.lock:
+            link = self.links.get(task)
+            if link is None:
+                address = self.link_addresses.get(task)
+                if address is None:
+                    return False
+                try:
+                    link = self.links[task] = Link(*address)
+                except OSError:
+                    return False
+        if link.send(message):
+            return True
+        with self.lock:
+            if self.links.get(task) is link:
+                del self.links[task]
+        return False
+
+    def _on_link_message(self, message):
+        kind, key, *rest = message
+        if kind == "shared":
+            self.deliver_shared(key, *rest)
+        else:
+            self.deliver(key, rest[0])
 
     def commit_variables(self, updates: dict):
         for value in updates.values():
@@ -677,9 +724,14 @@ class TaskRendezvous(Rendezvous):
         if task == worker.task:
             super().send(key, value)
             return
-        ticket = None
-        if task in worker.neighbours:  # one edge per (sender, receiver, tensor): no step id
-            ticket = worker.outbox.put(key.rsplit(";", 1)[0], value)
+        if task not in worker.neighbours:
+            worker.peers[task].deliver.remote(key, value)
+            return
+        # one edge per (sender, receiver, tensor): the key without its step id
+        ticket = worker.outbox.put(key.rsplit(";", 1)[0], value)
+        message = ("value", key, value) if ticket is None else ("shared", key, *ticket)
+        if worker.send_by_link(task, message):
+            return
         if ticket is None:
             worker.peers[task].deliver.remote(key, value)
         else:

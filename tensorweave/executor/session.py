@@ -205,7 +205,8 @@ class Session:
         session (empty in-process)."""
         if self._remote is None:
             return {}
-        return {task_label(t): dict(info) for t, info in self._remote.nodes.items()}
+        return {task_label(t): {k: v for k, v in info.items() if k != "link"}  # a secret
+                for t, info in self._remote.nodes.items()}
 
     def _variable_pins(self) -> dict:
         """Where each variable lives, fixed for the session: one placement of the whole
