@@ -148,7 +148,7 @@ class RemoteCluster:
         gpus = _gpus_per_task(devices_per_task)
         actor = self.ray.remote(TaskWorker).options(
             max_restarts=max_restarts, max_task_retries=0, max_concurrency=4,
-            num_cpus=0, num_gpus=gpus)
+            num_cpus=0, num_gpus=gpus, runtime_env=host_memory.runtime_env())
         self.actors = {task: actor.remote(task) for task in self.tasks}
         self.incarnations: dict = {}
         self.nodes: dict = {}

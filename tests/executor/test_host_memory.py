@@ -48,3 +48,17 @@ def test_tuned_large_blocks_come_from_the_heap():
 @pytest.mark.skipif(not GLIBC, reason="the tuning applies to glibc's malloc only")
 def test_the_tuning_can_be_switched_off():
     assert _probe("0") == (False, False)   # the block has a mapping of its own
+
+
+def test_remote_tasks_get_the_same_thresholds_at_process_start(monkeypatch):
+    from tensorweave.executor import host_memory
+    env = host_memory.runtime_env()
+    if not GLIBC:
+        assert env is None
+        return
+    tunables = env["env_vars"]["GLIBC_TUNABLES"]
+    assert f"mmap_threshold={host_memory.MMAP_THRESHOLD_BYTES}" in tunables
+    assert f"trim_threshold={host_memory.TRIM_THRESHOLD_BYTES}" in tunables
+    assert "arena_max=1" in tunables
+    monkeypatch.setenv("TENSORWEAVE_MALLOC_TUNING", "0")
+    assert host_memory.runtime_env() is None
