@@ -220,7 +220,8 @@ def test_values_are_freed_after_last_use(graph):
         assert step.schedule.last_use  # every read value has a last use
 
 
-def test_parallel_runner_matches_sequential():
+def test_parallel_runner_matches_sequential(monkeypatch):
+    monkeypatch.setenv("OPENBLAS_NUM_THREADS", "1")  # matmuls on one core each: run side by side
     g = tw.Graph()
     with g.as_default():
         x = tw.placeholder(tw.float32, [128, 128], name="x")
@@ -236,6 +237,19 @@ def test_parallel_runner_matches_sequential():
             want = sess.run(out, {x: value})
             assert not sess._compiled_steps()[0].parallel
     np.testing.assert_array_equal(got, want)
+
+
+def test_independent_matmuls_run_in_sequence_when_blas_has_the_cores(monkeypatch):
+    g = tw.Graph()
+    with g.as_default():
+        x = tw.placeholder(tw.float32, [128, 128], name="x")
+        out = tw.add(tw.matmul(x, x), tw.matmul(tw.add(x, 1.0), x))
+    value = np.ones((128, 128), np.float32)
+    for threads, parallel in (("2", False), ("1", True)):
+        monkeypatch.setenv("OPENBLAS_NUM_THREADS", threads)
+        with tw.Session(graph=g, config=tw.ConfigProto(inter_op_parallelism_threads=2)) as sess:
+            sess.run(out, {x: value})
+            assert sess._compiled_steps()[0].parallel is parallel
 
 
 def test_parallel_runner_error_is_reported():

@@ -228,7 +228,8 @@ def test_failed_step_leaves_variables_unchanged(graph):
         assert sess.run(v) == 2.0
 
 
-def test_failed_step_on_the_dataflow_runner_leaves_variables_unchanged(graph):
+def test_failed_step_on_the_dataflow_runner_leaves_variables_unchanged(graph, monkeypatch):
+    monkeypatch.setenv("OPENBLAS_NUM_THREADS", "1")  # so the step's matmuls run side by side
     a = tw.Variable(np.eye(200, dtype=np.float32) * 2.0, name="a")
     b = tw.Variable(np.eye(200, dtype=np.float32) * 3.0, name="b")
     x = tw.placeholder(tw.float32, [None])
