@@ -174,24 +174,29 @@ def max_pool_grad_tiles(x, y, g, kernel, finite, out):
 
 
 def _max_pool_grad_loop(x, y, g, kh, kw, finite, zero, one, out):
+    # Rows of channels (1-D views) in the innermost loops, one loop per case: LLVM vectorises
+    # these, not an inner loop indexing 4-D arrays under a branch (conv1's pool: 0.94 ->
+    # 0.3 ms).
     n, oh, ow, c = y.shape
     taken = np.zeros(c, dtype=np.bool_)
     for b in range(n):
         for oy in range(oh):
             for ox in range(ow):
+                y_row, g_row = y[b, oy, ox], g[b, oy, ox]
                 taken[:] = False
-                for i in range(kh):
-                    for j in range(kw):
-                        row, col = oy * kh + i, ox * kw + j
+                for t in range(kh * kw):
+                    row, col = oy * kh + t // kw, ox * kw + t % kw
+                    x_row, out_row = x[b, row, col], out[b, row, col]
+                    if finite:  # & and |, not and/or: no branches in the loop
                         for k in range(c):
-                            grad = g[b, oy, ox, k]
-                            hit = not taken[k] and x[b, row, col, k] == y[b, oy, ox, k]
-                            if hit:
-                                taken[k] = True
-                            if finite:
-                                out[b, row, col, k] = grad * (one if hit else zero)
-                            else:
-                                out[b, row, col, k] = grad if hit else zero
+                            hit = (x_row[k] == y_row[k]) & (not taken[k])
+                            taken[k] = taken[k] | hit
+                            out_row[k] = g_row[k] * (one if hit else zero)
+                    else:
+                        for k in range(c):
+                            hit = (x_row[k] == y_row[k]) & (not taken[k])
+                            taken[k] = taken[k] | hit
+                            out_row[k] = g_row[k] if hit else zero
 
 
 # -- sums over leading axes -----------------------------------------------------------------------
