@@ -3,10 +3,11 @@ tensor cut between them costs, next to Ray itself doing the same work in the sam
 
 A remote Session runs each task's partitions on one long-lived Ray actor
 (``tensorweave/executor/remote.py``): per step the client calls ``run`` on every task that has
-partitions and gathers the results; a tensor cut between tasks goes from the sending task as a
-fire-and-forget actor call carrying the array (through Ray's shared-memory object store,
-read zero-copy on the same node). The baselines are plain Ray programs of the same shape, on
-actors of the same Ray instance, with no tensorweave in them:
+partitions and gathers the results; a tensor cut between tasks of one node goes from the
+sending task as a message on a Unix socket, a large array through a shared-memory segment the
+sender reuses every step (across nodes: a fire-and-forget actor call carrying the array through
+Ray's object store). The baselines are plain Ray programs of the same shape, on actors of the
+same Ray instance, with no tensorweave in them:
 
 1. **Empty step.** One trivial op on each task (a scalar variable plus one), both fetched:
 
@@ -435,8 +436,9 @@ def goal_lines(ratios: dict, cut: dict) -> list:
 def transport_lines(empty: dict, cut: dict, dags: dict) -> list:
     """Which transport tensorweave uses, what Compiled Graph channels measured here, and why
     they are not the default (DESIGN.md, "Remote transfers")."""
-    lines = ["tensorweave: per step one actor call per task; a cut tensor is an actor call "
-             "carrying the array (Ray's object store; zero-copy reads on one node)"]
+    lines = ["tensorweave: per step one actor call per task; a cut tensor between tasks of one "
+             "node is a Unix-socket message, its array in a shared-memory segment the sender "
+             "reuses every step (an actor call through Ray's object store across nodes)"]
     if RAY_DAG in empty:
         lines.append(f"empty step: Compiled Graph {empty[RAY_DAG]['median_ms'] * 1e3:.0f} us vs "
                      f"actor calls {empty[RAY_CALLS]['median_ms'] * 1e3:.0f} us "
