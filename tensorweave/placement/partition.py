@@ -414,13 +414,30 @@ def _expand_groups(controls, grouping) -> list:
     return out
 
 
+# Attrs through which stateful ops name the variables they read or write (VariableV2 and its
+# state ops: shared_name; the training update ops: the variable and its slots).
+_VARIABLE_ATTRS = ("shared_name", "var", "accum", "m", "v", "ms", "mom", "mg")
+
+
+def _state_keys(op, device) -> set:
+    """What a stateful op must stay ordered against: the variables it names, else every other
+    such op of its device."""
+    names = {op.attrs[a] for a in _VARIABLE_ATTRS if isinstance(op.attrs.get(a), str)}
+    if names:
+        return {("variable", name) for name in names}
+    return {("device", device)}
+
+
 def communication_order(ops, device_of) -> list:
     """``ops`` (a topological order) reordered so that transfers overlap work: the ready op
     taken next is, in this order of preference, one that does not read another device's value
     (its ``_Recv`` would wait), then the one fewest ops away from a value another device reads
-    (its ``_Send``), then the earliest in ``ops``. Ops of one device that are stateful keep
-    their order (each waits for the one before it), so a step's variable updates, reads and
-    random draws happen as written."""
+    (its ``_Send``), then the earliest in ``ops`` (of ops that wait, the one that became ready
+    first). Stateful ops that name the same variable keep
+    their order (each waits for the one before it), and so do a device's other stateful ops, so
+    a step's reads and updates of a variable and its random draws happen as written; updates of
+    different variables may run in another order (each bucket of an all-reduce is applied as it
+    arrives, not after the one its peer sends last)."""
     position = {op: i for i, op in enumerate(ops)}
 
     def device(op):
@@ -431,10 +448,11 @@ def communication_order(ops, device_of) -> list:
     for op in ops:
         op_def = registry.lookup(op.type)
         if op_def is not None and op_def.stateful and device(op) is not None:
-            previous = last_stateful.get(device(op))
-            if previous is not None:
-                preds[op].add(previous)
-            last_stateful[device(op)] = op
+            for key in _state_keys(op, device(op)):
+                previous = last_stateful.get(key)
+                if previous is not None:
+                    preds[op].add(previous)
+                last_stateful[key] = op
     consumers: dict = {op: [] for op in ops}
     for op in ops:
         for p in preds[op]:
@@ -457,12 +475,14 @@ def communication_order(ops, device_of) -> list:
         distance[op] = best
     far = len(ops) + 1
 
-    def key(op):  # feeds and constants first: they cost nothing and others wait for them
+    def key(op, emitted):  # feeds and constants first: they cost nothing, others wait for them
         rank = -1 if _made_everywhere(op) else far if distance[op] is None else distance[op]
-        return waits[op], rank, position[op]
+        # Of the ops that read another device's value, the one whose inputs were all made
+        # first: its values arrive first (receives in the order their senders send).
+        return waits[op], rank, emitted if waits[op] else position[op], position[op]
 
     indegree = {op: len(preds[op]) for op in ops}
-    ready = [key(op) for op in ops if indegree[op] == 0]
+    ready = [key(op, 0) for op in ops if indegree[op] == 0]
     heapq.heapify(ready)
     order = []
     while ready:
@@ -472,7 +492,7 @@ def communication_order(ops, device_of) -> list:
         for c in consumers[op]:
             indegree[c] -= 1
             if indegree[c] == 0:
-                heapq.heappush(ready, key(c))
+                heapq.heappush(ready, key(c, len(order)))
     if len(order) != len(ops):
         raise errors.InternalError(None, None, "partition: the graph has a cycle")
     return order

@@ -202,6 +202,39 @@ def test_sends_go_out_early_and_receives_are_waited_for_late(graph):
     assert one.index("k") < one.index("_recv_g_0_from_CPU_0") < one.index("h")
 
 
+def test_receives_follow_the_send_order_and_updates_of_other_variables_do_not_wait(graph):
+    """CPU:1 sends early (from a short chain) then late (after a long one); CPU:0 receives in
+    that order, and the update of the variable fed by the early value runs before the late
+    receive although its variable was created second (updates of different variables need no
+    order; a step's updates of one variable keep theirs)."""
+    x = tw.placeholder(tw.float32, [4], name="x")
+    with tw.device("/cpu:0"):
+        late_var = tw.Variable(np.zeros(4, np.float32), name="late_var")
+        early_var = tw.Variable(np.zeros(4, np.float32), name="early_var")
+    with tw.device("/cpu:1"):
+        early = tw.negative(x, name="early")
+        late = tw.exp(tw.cos(tw.sin(tw.tanh(x), name="s"), name="c"), name="late")
+    with tw.device("/cpu:0"):
+        update_late = tw.assign_add(late_var, late, name="update_late")
+        update_early = tw.assign_add(early_var, early, name="update_early")
+        twice = tw.assign_add(early_var, early, name="update_early_again")
+    cfg = _config(2, disabled_passes=["fusion"])
+    xs = np.float32([0.5, -1.0, 2.0, 0.0])
+    with tw.Session(config=cfg) as sess:
+        sess.run(tw.global_variables_initializer())
+        sess.run([update_late.op, update_early.op, twice.op], {x: xs})
+        step = _step(sess)
+        np.testing.assert_array_equal(sess.run(early_var), -2 * xs)
+    order = {d[-5:]: [op.name for op in g.get_operations()]
+             for d, g in step.partitions.graphs.items()}
+    zero, one = order["CPU:0"], order["CPU:1"]
+    early_recv, late_recv = (next(n for n in zero if n.startswith(f"_recv_{t}"))
+                             for t in ("early", "late"))
+    assert one.index("_send_early_0_to_CPU_0") < one.index("_send_late_0_to_CPU_0")
+    assert zero.index(early_recv) < zero.index("update_early") < zero.index(late_recv)
+    assert zero.index("update_early") < zero.index("update_early_again")
+
+
 def _two_device_model(fail):
     """CPU:0 and CPU:1 each wait for the other: x -> f (CPU:1) -> g (CPU:0) -> h (CPU:1)."""
     x = tw.placeholder(tw.float32, [2], name="x")
