@@ -67,7 +67,11 @@ class Listener:
                 if not hmac.compare_digest(_read_frame(conn), self.secret):
                     return
                 while True:
-                    self.handle(pickle.loads(_read_frame(conn)))
+                    message = pickle.loads(_read_frame(conn))
+                    try:
+                        self.handle(message)
+                    except Exception:  # noqa: BLE001 - one bad delivery must not end the link
+                        continue  # (its receive then fails by its deadline or the step's abort)
             except (OSError, EOFError):
                 return  # the sender closed its end
 

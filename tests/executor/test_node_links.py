@@ -50,3 +50,18 @@ def test_a_broken_link_reports_false():
     listening.close()
     link.close()
     assert not link.send(("value", "k", 1))
+
+
+def test_a_message_whose_handling_fails_does_not_end_the_link():
+    received = queue.Queue()
+
+    def handle(message):
+        if message == "bad":
+            raise RuntimeError("cannot deliver")
+        received.put(message)
+    listening = Listener(handle)
+    link = Link(listening.address, listening.secret)
+    assert link.send("bad") and link.send("good")
+    assert received.get(timeout=10) == "good"
+    link.close()
+    listening.close()
