@@ -218,8 +218,9 @@ class _SourceWriter:
                 reads[j] = f"r{j}[{{}}]"
         base = index["out"]
         for m in range(len(self.expr.outputs)):
-            if self.aliases[m] >= 0:  # the donor has the output's shape: it has a row view
-                writes[m] = f"r{self.aliases[m]}[{{}}]"
+            donor = self.aliases[m]
+            if reads.get(donor) is not None:  # written over an input read along this row
+                writes[m] = f"r{donor}[{{}}]"
                 continue
             self.emit(depth, f"w{m} = out{m}[{base} * d{d}:({base} + 1) * d{d}]")
             writes[m] = f"w{m}[{{}}]"

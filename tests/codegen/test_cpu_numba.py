@@ -220,6 +220,14 @@ def test_donated_input_becomes_the_output(shapes, parallel):
     assert_matches(got, expected, ["Add"])
 
 
+def test_a_donated_input_the_expression_does_not_read_still_becomes_the_output():
+    negate_bias = FusedExpr(inputs=inputs(2), nodes=[node("Neg", [["in", 1]])], outputs=[0])
+    heavy, bias = np.ones((40, 30), np.float32), np.arange(30, dtype=np.float32)
+    got = cpu_numba.compile_numba(negate_bias)(heavy, bias, donate=(0,))
+    assert got[0] is heavy
+    np.testing.assert_array_equal(got[0], np.broadcast_to(-bias, (40, 30)))
+
+
 def test_inner_loops_index_row_views_and_write_a_donor_through_its_own_name():
     layout = broadcast_layout([(40, 30), (30,), (40, 1), ()], (40, 30))
     source = cpu_numba.kernel_source(ARITH, layout).split("def fused_kernel")[1]
