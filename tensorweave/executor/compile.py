@@ -40,7 +40,6 @@ class CompiledStep:
         self.fetches = list(fetches)
         self.feeds = list(feeds)
         self.targets = list(targets)
-        self.arg_shapes = arg_shapes
         self.optimized, self.changes = optimize(graph, self.fetches, self.feeds, self.targets,
                                                 config, arg_shapes)
         feed_names = [t.name for t in self.feeds]

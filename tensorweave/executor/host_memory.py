@@ -49,19 +49,21 @@ def runtime_env() -> dict | None:
     their malloc arenas, and the thread that runs the steps may be handed one of those (whose
     heaps go back to the kernel when empty: 50,000 page faults per step were seen); set at
     start, every thread shares the one arena."""
-    if os.environ.get("TENSORWEAVE_MALLOC_TUNING", "1") == "0":
-        return None
-    if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
+    if not _wanted():
         return None
     tunables = (f"glibc.malloc.mmap_threshold={MMAP_THRESHOLD_BYTES}:"
                 f"glibc.malloc.trim_threshold={TRIM_THRESHOLD_BYTES}:glibc.malloc.arena_max=1")
     return {"env_vars": {"GLIBC_TUNABLES": tunables}}
 
 
+def _wanted() -> bool:
+    """Tuning applies: glibc, and not switched off."""
+    return os.environ.get("TENSORWEAVE_MALLOC_TUNING", "1") != "0" and \
+        platform.system() == "Linux" and platform.libc_ver()[0] == "glibc"
+
+
 def _apply() -> bool:
-    if os.environ.get("TENSORWEAVE_MALLOC_TUNING", "1") == "0":
-        return False
-    if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
+    if not _wanted():
         return False
     try:
         mallopt = ctypes.CDLL("libc.so.6").mallopt

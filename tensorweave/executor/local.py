@@ -29,9 +29,7 @@ from tensorweave.ops.fused import FUSED_OP_TYPE, expr_of
 from tensorweave.ops.transfer import RECV_TYPE
 
 _INLINE_FLOPS = 1 << 16
-# Ops whose kernels are BLAS calls, which use every core BLAS is allowed (OPENBLAS_NUM_THREADS
-# and the like; all cores when unset): two of them side by side only share the same cores.
-_BLAS_OPS = frozenset({"MatMul", "Conv2D", "Conv2DBackpropInput", "Conv2DBackpropFilter"})
+# What limits BLAS's threads (all cores when none is set).
 _BLAS_THREAD_VARS = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
 
 
@@ -178,12 +176,16 @@ def blas_threads() -> int:
 
 
 def _runs_blas(op) -> bool:
-    if op.type in _BLAS_OPS:
-        return True
-    if op.type == FUSED_OP_TYPE:
+    """Whether ``op``'s kernel is a BLAS call (``OpDef.blas``), alone or as a fused op's heavy
+    op."""
+    op_type = op.type
+    if op_type == FUSED_OP_TYPE:
         epilogue = expr_of(op).epilogue_of
-        return epilogue is not None and epilogue["op"] in _BLAS_OPS
-    return False
+        if epilogue is None:
+            return False
+        op_type = epilogue["op"]
+    op_def = registry.lookup(op_type)
+    return op_def is not None and op_def.blas
 
 
 def has_parallel_work(schedule, threshold: float = 4 * _INLINE_FLOPS) -> bool:

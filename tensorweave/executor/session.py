@@ -63,10 +63,7 @@ class Session:
         if self._closed:
             raise RuntimeError("attempted to use a closed Session")
         feed_dict = feed_dict or {}
-        signature = self._signature(fetches, feed_dict)
-        feed_values = [check(value) for check, value in zip(signature.checks,
-                                                            feed_dict.values())]
-        step = self._step(signature, feed_values)
+        signature, feed_values, step = self._prepare(fetches, feed_dict)
         ctx = StepContext(self._store, next(self._step_ids))
         try:
             results = step.run(ctx, feed_values, run_metadata)
@@ -88,6 +85,13 @@ class Session:
         """Every compiled step of this session, in the order they were compiled."""
         return [step for signature in self._signatures.values()
                 for step in signature.steps.values()]
+
+    def _prepare(self, fetches, feed_dict):
+        """The signature of this call, its checked feed values, and the step to run them."""
+        signature = self._signature(fetches, feed_dict)
+        feed_values = [check(value) for check, value in zip(signature.checks,
+                                                            feed_dict.values())]
+        return signature, feed_values, self._step(signature, feed_values)
 
     def _signature(self, fetches, feed_dict) -> _Signature:
         """What a run signature (fetch structure and feed keys) fetches and feeds, and its
@@ -173,11 +177,8 @@ class Session:
         """
         if self._closed:
             raise RuntimeError("attempted to use a closed Session")
-        feed_dict = feed_dict or {}
-        signature = self._signature(fetches, feed_dict)
-        feed_values = [check(value) for check, value in zip(signature.checks,
-                                                            feed_dict.values())]
-        return step_plan_of(self._step(signature, feed_values), self.remote_tasks)
+        _, _, step = self._prepare(fetches, feed_dict or {})
+        return step_plan_of(step, self.remote_tasks)
 
     def _log_placement(self, step, fetches, feed_dict):
         """``ConfigProto(log_device_placement=True)``: print the placement to stderr, once per

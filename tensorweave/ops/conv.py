@@ -277,7 +277,7 @@ def _conv2d_grad(op, g):
 
 
 register(OpDef("Conv2D", _conv2d_infer, _conv2d_kernel, grad=_conv2d_grad,
-               cost=_conv_cost(-1, 1)))
+               cost=_conv_cost(-1, 1), blas=True))
 
 
 def conv2d(input, filter=None, strides=None, padding=None, use_cudnn_on_gpu=True,
@@ -403,7 +403,7 @@ def _conv2d_backprop_input_grad(op, gg):
 
 register(OpDef("Conv2DBackpropInput", _conv2d_backprop_input_infer,
                _conv2d_backprop_input_kernel, grad=_conv2d_backprop_input_grad,
-               cost=_conv_cost(2, 1)))
+               cost=_conv_cost(2, 1), blas=True))
 
 
 # -- Conv2DBackpropFilter -------------------------------------------------------------------------
@@ -455,4 +455,4 @@ def _conv2d_backprop_filter_grad(op, gg):
 
 register(OpDef("Conv2DBackpropFilter", _conv2d_backprop_filter_infer,
                _conv2d_backprop_filter_kernel, grad=_conv2d_backprop_filter_grad,
-               cost=_conv_cost(2, -1)))
+               cost=_conv_cost(2, -1), blas=True))

@@ -129,7 +129,8 @@ def _matmul_cost(op):
     return Cost(2.0 * out * (k or 1), base.bytes_read, base.bytes_written)
 
 
-register(OpDef("MatMul", _matmul_infer, _matmul_kernel, grad=_matmul_grad, cost=_matmul_cost))
+register(OpDef("MatMul", _matmul_infer, _matmul_kernel, grad=_matmul_grad, cost=_matmul_cost,
+               blas=True))
 
 
 def matmul(a, b, transpose_a=False, transpose_b=False, name=None) -> Tensor:

@@ -61,6 +61,8 @@ class OpDef:
     device_types: tuple = ("CPU", "GPU")
     static_value: Callable | None = None
     must_feed: bool = False
+    # The kernel is a BLAS call, which already uses every thread BLAS is allowed.
+    blas: bool = False
 
     def __post_init__(self):
         if self.fusion not in FUSION_KINDS:
