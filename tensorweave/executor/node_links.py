@@ -12,6 +12,10 @@ addresses and secrets of the other tasks on its node. A sender connects once per
 opens with the peer's secret; the listener drops a connection that does not. Messages are
 length-prefixed pickles, read by one thread per connection and handed to ``handle``. A sender
 whose connection fails drops it and reports False: the caller sends through Ray instead.
+
+The Session's client calls its own node's tasks the same way (``step_links.py``): what
+``handle`` returns for a message, unless None, is written back on the connection as the reply,
+which ``Link.receive`` reads.
 """
 
 from __future__ import annotations
@@ -30,8 +34,9 @@ _LENGTH = struct.Struct("!Q")
 
 
 class Listener:
-    """Accepts connections from this node's tasks; ``handle(message)`` runs for each message
-    on the connection's reader thread."""
+    """Accepts connections from this node's tasks and clients; ``handle(message)`` runs for
+    each message on the connection's reader thread, and what it returns (unless None) goes
+    back on the connection."""
 
     def __init__(self, handle):
         self.handle = handle
@@ -69,9 +74,11 @@ class Listener:
                 while True:
                     message = pickle.loads(_read_frame(conn))
                     try:
-                        self.handle(message)
+                        reply = self.handle(message)
                     except Exception:  # noqa: BLE001 - one bad delivery must not end the link
                         continue  # (its receive then fails by its deadline or the step's abort)
+                    if reply is not None:
+                        _write_frame(conn, pickle.dumps(reply, protocol=pickle.HIGHEST_PROTOCOL))
             except (OSError, EOFError):
                 return  # the sender closed its end
 
@@ -100,6 +107,25 @@ class Link:
             self.close()
             return False
         return True
+
+    def receive(self, timeout: float):
+        """The next reply on this link, waiting at most ``timeout`` seconds. Raises OSError or
+        EOFError (the link is then closed: a reply half read or still due would be taken for
+        the next one)."""
+        try:
+            self._sock.settimeout(max(timeout, 1e-3))
+            try:
+                data = _read_frame(self._sock)
+            finally:
+                self._sock.settimeout(None)
+        except (OSError, EOFError):
+            self.close()
+            raise
+        return pickle.loads(data)
+
+    def fileno(self) -> int:
+        """For ``selectors``: readable when a reply arrived or the link closed."""
+        return self._sock.fileno()
 
     def close(self):
         try:

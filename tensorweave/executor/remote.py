@@ -19,7 +19,9 @@ What crosses the process boundary, and when:
   task of the same node it is a message on a Unix socket instead (``node_links.py``), and a
   large array goes through a shared-memory segment the sender reuses every step, the message
   carrying its name (``shared_channels.py``); sends between devices of one task stay
-  in-process.
+  in-process;
+* the client calls the tasks of its own node over the same sockets rather than through Ray
+  (``step_links.py``), large feeds through its own shared-memory segments.
 
 Variables live on the task whose partition holds them and persist across steps. A step's
 updates are held by each task until the client says whether the whole step succeeded (in the
@@ -58,6 +60,7 @@ from tensorweave.executor.multidevice import MultiDeviceProgram
 from tensorweave.executor.node_links import Link, Listener
 from tensorweave.executor.rendezvous import Rendezvous
 from tensorweave.executor.shared_channels import Inbox, Outbox
+from tensorweave.executor.step_links import ClientLinks, next_answer
 from tensorweave.graph.core import Graph
 from tensorweave.graph.serialization import to_json
 from tensorweave.ops.importer import import_graph_def
@@ -154,6 +157,7 @@ class RemoteCluster:
         self.nodes: dict = {}
         self.backlog: dict = {task: [] for task in self.tasks}  # (step id, ok) not yet told
         self.lock = threading.Lock()    # one remote step at a time per session
+        self.client_links = ClientLinks()   # step calls to the tasks of the client's node
         self.refresh()
 
     def refresh(self, patience: float = 60.0):
@@ -177,6 +181,10 @@ class RemoteCluster:
         links = {task: info.get("link") for task, info in self.nodes.items()}
         self.ray.get([a.set_peers.remote(handles, self.incarnations, nodes, links)
                       for a in self.actors.values()], timeout=120)
+        here = _client_node(self.ray)
+        self.client_links.reset({task: tuple(link) for task, link in links.items()
+                                 if link is not None and here is not None
+                                 and nodes[task] == here})
 
     def record(self, tasks, step_id: int, ok: bool):
         for task in tasks:
@@ -210,6 +218,7 @@ class RemoteCluster:
         return {task: info["pid"] for task, info in self.nodes.items()}
 
     def shutdown(self):
+        self.client_links.close()
         # Each task unlinks its shared-memory segments first: a killed actor cannot.
         closing = [a.close_channels.remote() for a in self.actors.values()]
         try:
@@ -269,9 +278,9 @@ class RemoteProgram:
 
     def _register(self):
         tasks = list(self.payloads)
-        refs = [self.remote.actors[t].register.remote(self.handle, self.payloads[t])
-                for t in tasks]
-        results = self._gather(tasks, refs, None)
+        calls = {t: self.remote.actors[t].register.remote(self.handle, self.payloads[t])
+                 for t in tasks}
+        results = self._gather(tasks, calls, None)
         for task, result in zip(tasks, results):
             self.feed_indices[task], self.fetch_indices[task] = result
         readers = [i for indices in self.feed_indices.values() for i in indices]
@@ -282,20 +291,9 @@ class RemoteProgram:
         remote = self.remote
         with remote.lock:
             wall0 = time.time()
-            shared = self._shared_feeds(feed_values)
-            refs = []
-            for task in tasks:
-                feeds = {i: feed_values[i] for i in self.feed_indices[task]}
-                small, large = split_by_size(feeds)
-                request = pack((self.handle, ctx.step_id, small, stats is not None,
-                                remote.take_backlog(task), tuple(large)))
-                # Large feeds are arguments of their own (Ray resolves an object reference
-                # only as a top-level argument): one read by several tasks is put into the
-                # object store once and each task maps it.
-                args = [shared.get(i, value) for i, value in large.items()]
-                refs.append(remote.actors[task].run.remote(request, *args))
+            calls = self._call(tasks, ctx.step_id, feed_values, stats is not None)
             try:
-                results = self._collect(tasks, refs, ctx.step_id)
+                results = self._collect(tasks, calls, ctx.step_id)
             except BaseException:
                 remote.record(tasks, ctx.step_id, False)
                 raise
@@ -313,21 +311,52 @@ class RemoteProgram:
                     stats.append(s)
         return tuple(values)
 
+    def _call(self, tasks, step_id, feed_values, trace) -> dict:
+        """Start the step on every task: ``{task: the call}``, a Link to a task of the
+        client's node (``step_links.py``), else a Ray reference."""
+        remote = self.remote
+        shared = None
+        calls = {}
+        for task in tasks:
+            feeds = {i: feed_values[i] for i in self.feed_indices[task]}
+            backlog = remote.take_backlog(task)
+
+            def request(small, large, backlog=backlog):
+                return pack((self.handle, step_id, small, trace, backlog, large))
+
+            link = remote.client_links.link(task)
+            if link is not None and remote.client_links.call(task, link, request, feeds):
+                calls[task] = link
+                continue
+            small, large = split_by_size(feeds)
+            # Large feeds are arguments of their own (Ray resolves an object reference only as
+            # a top-level argument): one read by several tasks is put into the object store
+            # once and each task maps it.
+            if shared is None:
+                shared = self._shared_feeds(feed_values)
+            args = [shared.get(i, value) for i, value in large.items()]
+            calls[task] = remote.actors[task].run.remote(request(small, tuple(large)), *args)
+        return calls
+
     def _shared_feeds(self, feed_values) -> dict:
         """``{feed index: object reference}`` of the large feeds more than one task reads."""
         return {i: self.remote.ray.put(feed_values[i]) for i in self.shared_feed_indices
                 if getattr(feed_values[i], "nbytes", 0) > PACK_LIMIT_BYTES}
 
-    def _collect(self, tasks, refs, step_id):
-        """The step's answers, one per task. The usual case costs one ``ray.get``: a task whose
-        step fails aborts it on the other tasks itself (see ``TaskWorker.run``), so every call
-        returns soon, and ``ray.get`` returns early when an actor died. Anything but answers
-        from every task in time goes to ``_gather``, which sorts it out."""
+    def _collect(self, tasks, calls, step_id):
+        """The step's answers, one per task. When every call went through Ray, the usual case
+        costs one ``ray.get``: a task whose step fails aborts it on the other tasks itself (see
+        ``TaskWorker.run``), so every call returns soon, and ``ray.get`` returns early when an
+        actor died. Anything but answers from every task in time, and calls over links, go to
+        ``_gather``, which sorts it out."""
+        refs = list(calls.values())
+        if any(isinstance(call, Link) for call in refs):
+            return self._gather(tasks, calls, step_id)
         try:
             outcomes = self.remote.ray.get(refs, timeout=self.timeout_ms / 1000.0
                                            + _GRACE_SECONDS)
         except Exception:  # noqa: BLE001 - a dead or silent task: _gather names it
-            return self._gather(tasks, refs, step_id)
+            return self._gather(tasks, calls, step_id)
         failure = None
         for outcome in outcomes:
             if _is_error(outcome):
@@ -336,38 +365,38 @@ class RemoteProgram:
             raise failure
         return outcomes
 
-    def _gather(self, tasks, refs, step_id):
-        """Wait for one call per task; the first failure aborts the step on the other tasks,
-        which then get a bounded time to answer."""
+    def _gather(self, tasks, calls, step_id):
+        """Wait for one call per task (``{task: Link or Ray reference}``); the first failure
+        aborts the step on the other tasks, which then get a bounded time to answer."""
         ray = self.remote.ray
-        pending = dict(zip(refs, tasks))
+        pending = dict(calls)
         results: dict = {}
         failure = None
         deadline = time.monotonic() + self.timeout_ms / 1000.0 + _GRACE_SECONDS
+
+        def wait_refs(refs, timeout):
+            return ray.wait(refs, num_returns=1, timeout=timeout)[0]
+
         while pending:
-            wait = max(0.0, deadline - time.monotonic())
-            ready, _ = ray.wait(list(pending), num_returns=1, timeout=wait)
-            if not ready:
-                missing = ", ".join(task_label(t) for t in pending.values())
+            answer = next_answer(pending, max(0.0, deadline - time.monotonic()), wait_refs)
+            if answer is None:
+                for task, call in pending.items():
+                    if isinstance(call, Link):  # its answer, if it ever comes, is stale
+                        self.remote.client_links.drop(task, call)
+                missing = ", ".join(task_label(t) for t in pending)
                 failure = failure or errors.UnavailableError(
                     None, None, f"task {missing} did not answer within "
                                 f"{self.timeout_ms / 1000 + _GRACE_SECONDS:.1f} s")
                 break
-            ref = ready[0]
-            task = pending.pop(ref)
-            try:
-                outcome = ray.get(ref)
-            except LostPartitions as e:  # Ray's error for a raise in the actor is one too
-                outcome = ("error", "StaleStepError", str(getattr(e, "cause", e)), None)
-            except Exception as e:  # noqa: BLE001 - the actor died or is unreachable
-                outcome = ("error", "UnavailableError",
-                           f"task {task_label(task)} is unavailable: {type(e).__name__}: "
-                           f"{_first_line(e)}", None)
+            task, call = answer
+            del pending[task]
+            outcome = (self._link_outcome(task, call) if isinstance(call, Link)
+                       else self._ray_outcome(task, call))
             if _is_error(outcome):
                 error = self._error(outcome)
                 failure = _worse(failure, error)
                 if step_id is not None:
-                    for other in pending.values():
+                    for other in pending:
                         self.remote.actors[other].abort.remote(step_id, str(error))
                     deadline = min(deadline, time.monotonic() + _GRACE_SECONDS)
                 continue
@@ -377,6 +406,28 @@ class RemoteProgram:
                 self._note_restarts()
             raise failure
         return [results[t] for t in tasks]
+
+    def _ray_outcome(self, task, ref):
+        try:
+            return self.remote.ray.get(ref)
+        except LostPartitions as e:  # Ray's error for a raise in the actor is one too
+            return ("error", "StaleStepError", str(getattr(e, "cause", e)), None)
+        except Exception as e:  # noqa: BLE001 - the actor died or is unreachable
+            return ("error", "UnavailableError", f"task {task_label(task)} is unavailable: "
+                                                 f"{type(e).__name__}: {_first_line(e)}", None)
+
+    def _link_outcome(self, task, link):
+        """The answer waiting on ``link`` (see ``TaskWorker.run_by_link``)."""
+        try:
+            kind, outcome = link.receive(self.timeout_ms / 1000.0 + _GRACE_SECONDS)
+        except (OSError, EOFError) as e:
+            self.remote.client_links.drop(task, link)
+            return ("error", "UnavailableError", f"task {task_label(task)} is unavailable: "
+                                                 f"its connection closed ({type(e).__name__})",
+                    None)
+        if kind == "lost":
+            return ("error", "StaleStepError", outcome, None)
+        return outcome
 
     def _note_restarts(self):
         """After a task failed, learn the incarnations again (a restarted actor has a new
@@ -664,11 +715,28 @@ class TaskWorker:
         return False
 
     def _on_link_message(self, message):
+        """A message on this task's listener: the client's step call (answered on the same
+        connection) or a value another task sent."""
         kind, key, *rest = message
+        if kind == "run":
+            return self.run_by_link(key, *rest)
         if kind == "shared":
             self.deliver_shared(key, *rest)
         else:
             self.deliver(key, rest[0])
+        return None
+
+    def run_by_link(self, request: bytes, tickets: list):
+        """``run`` called by the client over this task's listener (``step_links.py``): the
+        large feeds wait in the client's shared segments. The answer: ``("ok", what run
+        returns)``, or ``("lost", message)`` where ``run`` raises ``LostPartitions``."""
+        try:
+            feeds = [self.inbox.take(*ticket) for ticket in tickets]
+            return ("ok", self.run(request, *feeds))
+        except LostPartitions as e:
+            return ("lost", str(e))
+        except Exception as e:  # noqa: BLE001 - reported to the client in its terms
+            return ("ok", _error_outcome(e))
 
     def commit_variables(self, updates: dict):
         for value in updates.values():
@@ -762,6 +830,17 @@ def _error_outcome(e) -> tuple:
         op = getattr(e, "op", None)
         return ("error", type(e).__name__, e.message, getattr(op, "name", None))
     return ("error", "InternalError", f"{type(e).__name__}: {e}", None)
+
+
+def _client_node(ray):
+    """The Ray node this client runs on; None when it is a Ray Client (``ray://``) whose
+    driver runs elsewhere."""
+    try:
+        if ray.util.client.ray.is_connected():
+            return None
+    except AttributeError:
+        pass
+    return _ray_node_id()
 
 
 def _ray_node_id():

@@ -107,6 +107,13 @@ class Outbox:
         np.copyto(segment.data(value.dtype, value.shape), value)
         return segment.name, value.dtype.str, value.shape
 
+    def reclaim(self, edge, name: str):
+        """Free segment ``name`` of ``edge`` again: its value was never sent."""
+        with self._lock:
+            for segment in self._edges.get(edge, ()):
+                if segment.name == name:
+                    segment.state[0] = _FREE
+
     def _free_segment(self, edge, nbytes):
         segments = self._edges.setdefault(edge, [])
         for i, segment in enumerate(segments):

@@ -150,6 +150,41 @@ def test_large_values_between_tasks_of_one_node_go_through_reused_shared_memory(
     assert not [f for f in os.listdir("/dev/shm") if f.startswith(f"tw{sender_pid}_")]
 
 
+def test_the_client_calls_tasks_of_its_node_over_links_and_falls_back_to_ray():
+    """A step call to a task of the client's node goes over the task's socket, a large feed
+    through one reused segment of the client's per task; a broken link sends that call
+    through Ray, and the next step connects again."""
+    from tensorweave.executor.shared_channels import MIN_SHARED_BYTES
+    n = MIN_SHARED_BYTES // 4 * 2
+    g = tw.Graph()
+    with g.as_default():
+        x = tw.placeholder(tw.float32, [n], name="x")
+        with tw.device("/job:worker/task:0"):
+            a = tw.reduce_sum(x * 2.0)
+        with tw.device("/job:worker/task:1"):
+            b = tw.reduce_max(-x)
+    rng = np.random.default_rng(2)
+    sess = tw.Session("local:2", graph=g)
+    client_segments = f"tw{os.getpid()}_"
+    try:
+        links = sess._remote.client_links
+        for step in range(4):
+            value = rng.standard_normal(n).astype(np.float32)
+            if step == 2:  # break both links: these calls go through Ray
+                for link in list(links.links.values()):
+                    link._sock.close()
+            got = sess.run([a, b], {x: value})
+            assert np.isclose(got[0], np.sum(value * 2.0), rtol=1e-5)
+            assert got[1] == np.max(-value)
+            expected = {("worker", 0, 0), ("worker", 0, 1)} if step != 2 else set()
+            assert set(links.links) == expected
+        mine = [f for f in os.listdir("/dev/shm") if f.startswith(client_segments)]
+        assert len(mine) == 2  # one per task, reused by every step
+    finally:
+        sess.close()
+    assert not [f for f in os.listdir("/dev/shm") if f.startswith(client_segments)]
+
+
 def test_variables_persist_on_their_task_and_saver_round_trips(tmp_path):
     g = tw.Graph()
     with g.as_default():
