@@ -8,6 +8,13 @@ step succeeds) and returns the variable's new value. The ops have no gradient.
 
 The public functions take ``tw.Variable`` objects and build the op colocated with the variable,
 as TF1's ``training_ops.apply_*`` do; the optimizers in ``tw.train`` are their usual callers.
+
+``ApplyAdam`` and ``ApplyGradientDescent`` may also compute their gradient from several inputs:
+with attr ``grad_terms`` = k > 1, the k inputs from the gradient's position on are added in
+order, and with ``grad_scale`` "mul" or "div" the sum is multiplied or divided by the input
+after them. Only the ``fuse_updates`` pass builds them so (``passes/fuse_updates.py``), from the
+``Add``/``AddN`` and ``Mul``/``RealDiv`` that averaged the gradient; the kernels do the same
+arithmetic those ops did.
 """
 
 from __future__ import annotations
@@ -27,20 +34,64 @@ __all__ = ["apply_gradient_descent", "apply_momentum", "apply_adam", "apply_rms_
 # -- what every update op shares ----------------------------------------------------------------
 def _update_infer(input_names, grad_index):
     """Inference for an update op: scalar hyperparameters of the gradient's float dtype; the
-    output is the variable's new value, of the gradient's dtype and shape."""
+    output is the variable's new value, of the gradient's dtype and shape. With ``grad_terms``
+    > 1 every addend has that dtype and shape, and the scale is a scalar."""
     def infer(op):
         grad = op.inputs[grad_index]
         if grad.dtype.name not in FLOATS:
             raise TypeError(f"the gradient of variable {op.attrs['var']} has dtype "
                             f"{grad.dtype.name}; update ops need a float dtype")
-        for name, t in zip(input_names, op.inputs):
+        terms, scaling = gradient_form(op.attrs)
+        named = list(zip(input_names, op.inputs))
+        named += [(f"grad_{k}", op.inputs[grad_index + k]) for k in range(1, terms)]
+        if scaling:
+            named.append(("grad_scale", op.inputs[grad_index + terms]))
+        if len(op.inputs) != len(input_names) + terms - 1 + bool(scaling):
+            raise ValueError(f"the update of variable {op.attrs['var']} has {len(op.inputs)} "
+                             f"inputs; its attrs ask for {terms} gradient terms"
+                             f"{' and a scale' if scaling else ''}")
+        shape = grad.shape
+        for name, t in named:
             if t.dtype is not grad.dtype:
                 raise TypeError(f"input '{name}' has dtype {t.dtype.name}, which does not match "
                                 f"the gradient's dtype {grad.dtype.name}")
-            if t is not grad and t.shape.rank not in (None, 0):
+            if name.startswith("grad_") and name != "grad_scale":
+                shape = shape.merge_with(t.shape)
+            elif t is not grad and t.shape.rank not in (None, 0):
                 raise ValueError(f"input '{name}' must be a scalar, but has shape {t.shape}")
-        return [(grad.dtype, grad.shape)]
+        return [(grad.dtype, shape)]
     return infer
+
+
+def gradient_form(attrs) -> tuple:
+    """``(terms, scaling)``: how many inputs add up to the gradient, and "mul", "div" or ""
+    for what the input after them does to the sum (see the module doc)."""
+    return attrs.get("grad_terms", 1), attrs.get("grad_scale", "")
+
+
+def _split_gradient(attrs):
+    """A function from an update kernel's gradient inputs to ``(addends, scale or None)``."""
+    terms, scaling = gradient_form(attrs)
+
+    def split(inputs):
+        return inputs[:terms], (inputs[terms] if scaling else None)
+    return split
+
+
+def _gradient(xp, addends, scale, scaling):
+    """The gradient from its addends, computed as the folded ops did: ``AddN``'s (or
+    ``Add``'s) sum from left to right, then ``Mul``'s multiply or ``RealDiv``'s true divide."""
+    if len(addends) == 1:
+        total = addends[0]
+    else:
+        total = xp.add(addends[0], addends[1])
+        for addend in addends[2:]:
+            xp.add(total, addend, out=total)
+    if scaling == "mul":
+        total = xp.multiply(total, scale)
+    elif scaling == "div":
+        total = xp.true_divide(total, scale)
+    return total
 
 
 def _read(ctx, name, grad):
@@ -94,11 +145,20 @@ def _update_op(op_type, var, inputs, slots, attrs=None, name=None):
 # -- ApplyGradientDescent -----------------------------------------------------------------------
 def _gradient_descent_kernel(attrs, xp):
     var_name = attrs["var"]
+    split = _split_gradient(attrs)
+    scaling = gradient_form(attrs)[1]
 
-    def apply_gradient_descent_kernel(ctx, alpha, delta):
-        var = _read(ctx, var_name, delta)
+    def apply_gradient_descent_kernel(ctx, alpha, *gradient):
+        addends, scale = split(gradient)
+        var = _read(ctx, var_name, addends[0])
         # One fresh array, computed in place: the stored value is read-only and stays intact.
         new = _empty_like(ctx, xp, var)
+        if len(addends) == 2 and loops.use_loops(var, *addends):
+            scalar = var.dtype.type
+            loops.gradient_descent_of_sum(var, scalar(alpha), addends[0], addends[1],
+                                          scalar(1 if scale is None else scale), scaling, new)
+            return _write(ctx, xp, var_name, new, var.dtype)
+        delta = _gradient(xp, addends, scale, scaling)
         if loops.use_loops(var, delta):
             loops.gradient_descent(var, var.dtype.type(alpha), delta, new)
         else:
@@ -149,20 +209,31 @@ def apply_momentum(var, accum, lr, grad, momentum, use_locking=False, use_nester
 # -- ApplyAdam ----------------------------------------------------------------------------------
 def _adam_kernel(attrs, xp):
     var_name, m_name, v_name = attrs["var"], attrs["m"], attrs["v"]
+    split = _split_gradient(attrs)
+    scaling = gradient_form(attrs)[1]
 
-    def apply_adam_kernel(ctx, beta1_power, beta2_power, lr, beta1, beta2, epsilon, grad):
-        var = _read(ctx, var_name, grad)
-        one = _one(xp, grad)
+    def apply_adam_kernel(ctx, beta1_power, beta2_power, lr, beta1, beta2, epsilon, *gradient):
+        addends, scale = split(gradient)
+        like = addends[0]
+        var = _read(ctx, var_name, like)
+        one = _one(xp, like)
         lr_t = lr * xp.sqrt(one - beta2_power) / (one - beta1_power)
-        old_m, old_v = _read(ctx, m_name, grad), _read(ctx, v_name, grad)
+        old_m, old_v = _read(ctx, m_name, like), _read(ctx, v_name, like)
         # Three fresh arrays (m, v, and one that becomes the new var).
         new_var, m, v = (_empty_like(ctx, xp, var) for _ in range(3))
-        if loops.use_loops(var, old_m, old_v, grad):
-            scalar = var.dtype.type
+        scalar = var.dtype.type
+        if len(addends) == 2 and loops.use_loops(var, old_m, old_v, *addends):
+            loops.adam_of_sum(var, old_m, old_v, addends[0], addends[1],
+                              scalar(1 if scale is None else scale), scaling, scalar(beta1),
+                              scalar(one - beta1), scalar(beta2), scalar(one - beta2),
+                              scalar(epsilon), scalar(lr_t), new_var, m, v)
+        elif loops.use_loops(var, old_m, old_v, *addends):
+            grad = _gradient(xp, addends, scale, scaling)
             loops.adam(var, old_m, old_v, grad, scalar(beta1), scalar(one - beta1),
                        scalar(beta2), scalar(one - beta2), scalar(epsilon), scalar(lr_t),
                        new_var, m, v)
         else:
+            grad = _gradient(xp, addends, scale, scaling)
             _adam_passes(xp, var, old_m, old_v, grad, one, beta1, beta2, epsilon, lr_t,
                          new_var, m, v)
         _write(ctx, xp, m_name, m, var.dtype)

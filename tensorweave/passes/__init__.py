@@ -3,7 +3,7 @@
 A compiled step runs ``snapshot`` and then the passes of ``PIPELINE`` in order (minus those
 named in ``ConfigProto.disabled_passes``):
 
-    prune -> constant_fold -> cse -> simplify -> dce -> fusion
+    prune -> constant_fold -> cse -> simplify -> fuse_updates -> dce -> fusion
 
 Each pass module defines a function of the pass's name (``passes.cse.cse``).
 """
@@ -18,7 +18,7 @@ from tensorweave.passes.snapshot import snapshot
 __all__ = ["PIPELINE", "PassOptions", "PassResult", "Rewriter", "run_pipeline", "snapshot",
            "get_pass", "pipeline"]
 
-PIPELINE = ["prune", "constant_fold", "cse", "simplify", "dce", "fusion"]
+PIPELINE = ["prune", "constant_fold", "cse", "simplify", "fuse_updates", "dce", "fusion"]
 
 # Passes written by other parts of the compiler that may not be installed in every build: the
 # pipeline runs without them rather than failing.

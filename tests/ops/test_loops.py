@@ -111,6 +111,61 @@ def test_gradient_descent_loop_equals_the_numpy_passes(monkeypatch, dtype):
     assert same_bytes(with_loops, plain)
 
 
+UPDATES = {"ApplyAdam": ({"var": "w", "m": "m", "v": "v"},
+                         (0.9 ** 3, 0.999 ** 3, 1e-3, 0.9, 0.999, 1e-8)),
+           "ApplyGradientDescent": ({"var": "w"}, (0.1,))}
+
+
+@pytest.mark.parametrize("op_type", sorted(UPDATES))
+@pytest.mark.parametrize("scaling", ["", "mul", "div"])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_an_update_of_a_summed_gradient_equals_the_ops_it_replaces(monkeypatch, op_type,
+                                                                   scaling, dtype):
+    """``grad_terms=2`` (passes/fuse_updates.py): the loop and the numpy code of the folded
+    update give the bytes of Add, then Mul/RealDiv, then the plain update."""
+    rng = np.random.default_rng(2)
+    shape = (257, 131)
+    values = {"w": random_array(rng, shape, dtype), "m": random_array(rng, shape, dtype, 0.1),
+              "v": np.abs(random_array(rng, shape, dtype, 0.1))}
+    a = random_array(rng, shape, dtype, 0.01)
+    b = random_array(rng, shape, dtype, 0.01)
+    b.flags.writeable = False  # as a value read in place from shared memory
+    scale = np.asarray(3.0, dtype)  # not a power of two: the division rounds
+    attrs, hyper = UPDATES[op_type]
+    scalars = [np.asarray(h, dtype) for h in hyper]
+    plain = registry.get(op_type).kernel(attrs, np)
+    folded = registry.get(op_type).kernel(dict(attrs, grad_terms=2, grad_scale=scaling), np)
+
+    def run(kernel, *gradient):
+        ctx = FakeContext(values)
+        result = kernel(ctx, *scalars, *gradient)
+        return [result] + [ctx.values[k] for k in ("m", "v") if k in ctx.values]
+
+    def unfolded():
+        grad = np.add(a, b)
+        if scaling == "mul":
+            grad = np.multiply(grad, scale)
+        elif scaling == "div":
+            grad = np.true_divide(grad, scale)
+        return run(plain, grad)
+
+    def fused():
+        return run(folded, a, b, *([scale] if scaling else []))
+
+    want = run_both(monkeypatch, unfolded)
+    got = run_both(monkeypatch, fused)
+    for results in want + got:
+        for x, y in zip(results, want[1]):
+            assert same_bytes(x, y)
+
+
+def test_loops_read_inputs_through_read_only_views():
+    a = np.arange(6, dtype=np.float32)
+    flat = loops._flat(a.reshape(2, 3))  # noqa: SLF001
+    assert not flat.flags.writeable and a.flags.writeable
+    assert np.shares_memory(flat, a)
+
+
 POOL_2X2 = {"ksize": [1, 2, 2, 1], "strides": [1, 2, 2, 1], "padding": "SAME",
             "data_format": "NHWC"}
 

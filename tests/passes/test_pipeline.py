@@ -25,12 +25,13 @@ def _step(sess):
 
 
 def test_pipeline_names_and_order():
-    assert tw.passes.PIPELINE == ["prune", "constant_fold", "cse", "simplify", "dce", "fusion"]
+    assert tw.passes.PIPELINE == ["prune", "constant_fold", "cse", "simplify", "fuse_updates",
+                                  "dce", "fusion"]
     names = [name for name, _ in pipeline()]
     assert names == [n for n in tw.passes.PIPELINE if n in names]
-    assert names[:5] == ["prune", "constant_fold", "cse", "simplify", "dce"]
-    assert [name for name, _ in pipeline(["cse", "fusion"])][:4] == \
-        ["prune", "constant_fold", "simplify", "dce"]
+    assert names[:6] == ["prune", "constant_fold", "cse", "simplify", "fuse_updates", "dce"]
+    assert [name for name, _ in pipeline(["cse", "fusion"])][:5] == \
+        ["prune", "constant_fold", "simplify", "fuse_updates", "dce"]
 
 
 def test_run_pipeline_concatenates_changes_and_dumps_each_graph(graph, tmp_path):
@@ -47,9 +48,10 @@ def test_run_pipeline_concatenates_changes_and_dumps_each_graph(graph, tmp_path)
         "dce: removed Const_1 (Const)"]
     assert sorted(os.listdir(tmp_path)) == ["00_input.txt", "01_prune.txt",
                                             "02_constant_fold.txt", "03_cse.txt",
-                                            "04_simplify.txt", "05_dce.txt"]
+                                            "04_simplify.txt", "05_fuse_updates.txt",
+                                            "06_dce.txt"]
     assert (tmp_path / "00_input.txt").read_text() == format_graph(step)
-    assert (tmp_path / "05_dce.txt").read_text() == format_graph(result.graph) == (
+    assert (tmp_path / "06_dce.txt").read_text() == format_graph(result.graph) == (
         "%_arg_x_0:0 f32[2] = _Arg() {dtype=f32, index=0, shape=[2]}\n"
         "%six:0 f32[] = Const() {dtype=f32, value=<f32[] 6.0>}\n"
         "%y:0 f32[2] = Add(%_arg_x_0:0, %six:0)\n"
@@ -134,8 +136,8 @@ def test_dump_dir_gets_one_directory_per_signature(graph, tmp_path):
     dirs = sorted(os.listdir(tmp_path))
     assert len(dirs) == 2 and dirs[0].startswith("y_0-") and dirs[1].startswith("z_0-")
     files = sorted(os.listdir(tmp_path / dirs[0]))
-    assert files[:6] == ["00_input.txt", "01_prune.txt", "02_constant_fold.txt", "03_cse.txt",
-                         "04_simplify.txt", "05_dce.txt"]
+    assert files[:7] == ["00_input.txt", "01_prune.txt", "02_constant_fold.txt", "03_cse.txt",
+                         "04_simplify.txt", "05_fuse_updates.txt", "06_dce.txt"]
     assert (tmp_path / dirs[0] / files[-1]).read_text() == format_graph(step.optimized) or \
         (tmp_path / dirs[1] / files[-1]).read_text() == format_graph(step.optimized)
 
