@@ -27,6 +27,13 @@ large. Inputs are random (fixed) images and one-hot labels.
    checks it in every worker process (``/proc/<pid>/environ``) and with threadpoolctl in a Ray
    task. Every session runs one inter-op thread per device (``inter_op_parallelism_threads=1``).
 
+   Each Ray variant runs alone: its session starts for the round, warms up, is timed and
+   closes, and its worker processes are gone before the next variant starts. An idle Ray
+   worker is not idle: its main thread wakes 100 times a second (Ray's signal check), and the
+   three idle workers of the other two Ray variants, kept alive as they once were, slowed the
+   two-worker step by ~4% (CNN at 200 per replica: 226 -> 237 ms), a cost no user of one
+   session pays. The in-process variants keep one session each for the whole case.
+
    Variants are timed in alternating rounds, each a batch of steps of about
    ``seconds_per_sample``. This machine is shared: a round in which processes outside this
    benchmark's own process tree (this process, Ray's daemons and workers) used more than a
@@ -65,10 +72,12 @@ if __name__ == "__main__":
     for _var in THREAD_VARS:
         os.environ[_var] = "1"
 
+import contextlib  # noqa: E402
 import dataclasses  # noqa: E402
 import json  # noqa: E402
 import statistics  # noqa: E402
 import sys  # noqa: E402
+import time  # noqa: E402
 
 import numpy as np  # noqa: E402
 
@@ -187,7 +196,10 @@ def make_runner(case: Case, variant: Variant) -> Runner:
 # -- whose CPU time: this process tree's, or others' ----------------------------------------------
 def process_tree_cpu_seconds(root: int | None = None) -> float:
     """CPU seconds used so far by ``root`` (default: this process) and all its descendants
-    (Ray's daemons and workers, which a local Ray instance starts below this process)."""
+    (Ray's daemons and workers, which a local Ray instance starts below this process),
+    including descendants that exited: a process's CPU time moves into its parent's
+    children's time when the parent reaps it (Ray's raylet reaps its workers), so the total
+    never drops when a session's workers go."""
     root = os.getpid() if root is None else root
     children: dict = {}
     cpu: dict = {}
@@ -200,9 +212,10 @@ def process_tree_cpu_seconds(root: int | None = None) -> float:
                 fields = f.read().rsplit(")", 1)[1].split()
         except OSError:
             continue  # gone meanwhile
-        ppid, utime, stime = int(fields[1]), int(fields[11]), int(fields[12])
+        ppid = int(fields[1])
+        own, reaped = int(fields[11]) + int(fields[12]), int(fields[13]) + int(fields[14])
         children.setdefault(ppid, []).append(int(name))
-        cpu[int(name)] = (utime + stime) / tick
+        cpu[int(name)] = (own + reaped) / tick
     total, stack = 0.0, [root]
     while stack:
         pid = stack.pop()
@@ -223,27 +236,66 @@ def sample(runner: Runner, calls: int) -> Sample:
     return Sample(seconds, (process_tree_cpu_seconds() - cpu) / calls)
 
 
+@contextlib.contextmanager
+def ray_runner(case: Case, variant: Variant):
+    """A runner of a Ray variant with its own session, warmed up; on exit the session closes
+    and its worker processes are waited for (up to 30 s)."""
+    runner = make_runner(case, variant)
+    pids = [info["pid"] for info in runner.session.remote_tasks.values()]
+    try:
+        for _ in range(RAY_WARM_STEPS):  # fresh processes: first steps fault pages in
+            runner.step()
+        yield runner
+    finally:
+        runner.session.close()
+        deadline = time.monotonic() + 30
+        while any(os.path.exists(f"/proc/{pid}") for pid in pids) and \
+                time.monotonic() < deadline:
+            time.sleep(0.05)
+
+
+RAY_WARM_STEPS = 3
+
+
 def measure_case(case: Case, sizes: Sizes) -> dict:
     """Alternating rounds of every variant of ``case``; per variant its samples, plus the
-    round counts and the worker checks."""
-    runners = [make_runner(case, v) for v in VARIANTS]
+    round counts and the worker checks. Ray variants get a session per round (see the module
+    doc); a first pass over them checks their workers and sizes their samples."""
+    runners = {v.label: make_runner(case, v) for v in VARIANTS if v.kind != "ray"}
     try:
-        workers = check_ray_workers([r.session for r in runners if r.variant.kind == "ray"])
-        calls = {r.variant.label: calls_per_sample(r.step, sizes.seconds_per_sample)
-                 for r in runners}
+        calls, environments, in_task = {}, {}, None
+        for variant in VARIANTS:
+            if variant.kind != "ray":
+                continue
+            with ray_runner(case, variant) as runner:
+                checked = check_ray_workers([runner.session])
+                environments.update(checked["worker_environments"])
+                in_task = checked["blas_in_a_ray_task"]
+                calls[variant.label] = calls_per_sample(runner.step, sizes.seconds_per_sample)
+        workers = {"worker_environments": environments, "blas_in_a_ray_task": in_task}
+        for label, runner in runners.items():
+            calls[label] = calls_per_sample(runner.step, sizes.seconds_per_sample)
 
         def one_round():
-            return {r.variant.label: sample(r, calls[r.variant.label]) for r in runners}
+            samples = {}
+            for variant in VARIANTS:
+                if variant.kind == "ray":
+                    with ray_runner(case, variant) as runner:
+                        samples[variant.label] = sample(runner, calls[variant.label])
+                else:
+                    samples[variant.label] = sample(runners[variant.label],
+                                                    calls[variant.label])
+            return samples
 
         # Ray's daemons and workers are children of this process: their CPU time is ours.
         meter = LoadMeter(own_cpu_seconds=process_tree_cpu_seconds, slack_seconds=0.05)
         rounds = quiet_rounds(one_round, wanted=sizes.rounds, at_most=3 * sizes.rounds,
                               meter=meter)
         return {"rounds": rounds, "calls": calls, "workers": workers,
-                "examples_per_step": {r.variant.label: r.examples_per_step for r in runners}}
+                "examples_per_step": {v.label: v.replicas * case.batch for v in VARIANTS}}
     finally:
-        for r in runners:
-            r.session.close()
+        for runner in runners.values():
+            runner.session.close()
 
 
 # -- one BLAS thread in every worker -------------------------------------------------------------
