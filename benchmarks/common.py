@@ -4,6 +4,7 @@ printer, JSON output and the ``--quick``/``--output`` arguments."""
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import json
 import os
@@ -153,6 +154,35 @@ class LoadMeter:
         if others is None:
             return True
         return others <= self.SHARE * (time.perf_counter() - self.wall) + self.slack_seconds
+
+
+class WindowedLoadMeter(LoadMeter):
+    """A ``LoadMeter`` that counts only inside the ``window()`` blocks of a round — the timed
+    samples, not the setup between them (a benchmark that starts a session, and its worker
+    processes, for each sample). ``slack_seconds`` is allowed per window."""
+
+    def start(self) -> None:
+        self.others_total, self.wall_total, self.windows, self.known = 0.0, 0.0, 0, True
+
+    @contextlib.contextmanager
+    def window(self):
+        LoadMeter.start(self)
+        try:
+            yield
+        finally:
+            others = LoadMeter.others_seconds(self)
+            self.known = self.known and others is not None
+            self.others_total += others or 0.0
+            self.wall_total += time.perf_counter() - self.wall
+            self.windows += 1
+
+    def others_seconds(self) -> float | None:
+        return self.others_total if self.known else None
+
+    def quiet(self, others: float | None) -> bool:
+        if others is None:
+            return True
+        return others <= self.SHARE * self.wall_total + self.slack_seconds * self.windows
 
 
 @dataclasses.dataclass

@@ -37,7 +37,8 @@ large. Inputs are random (fixed) images and one-hot labels.
    Variants are timed in alternating rounds, each a batch of steps of about
    ``seconds_per_sample``. This machine is shared: a round in which processes outside this
    benchmark's own process tree (this process, Ray's daemons and workers) used more than a
-   tenth of a core is set aside, until the asked-for number of quiet rounds (or three times as
+   tenth of a core while its variants were timed (starting the Ray sessions does not count)
+   is set aside, until the asked-for number of quiet rounds (or three times as
    many rounds in all) ran; then the quiet rounds count, or all rounds when none was quiet.
    Tables show medians and say how many rounds were kept. The CPU seconds the process tree
    spent per example are reported too: a figure other processes' load barely moves.
@@ -82,7 +83,7 @@ import time  # noqa: E402
 import numpy as np  # noqa: E402
 
 import tensorweave as tw  # noqa: E402
-from benchmarks.common import (LoadMeter, argument_parser,  # noqa: E402
+from benchmarks.common import (WindowedLoadMeter, argument_parser,  # noqa: E402
                                check_single_threaded_blas, print_table, quiet_rounds,
                                single_threaded_blas, write_json)
 from benchmarks.multidevice import calls_per_sample, time_calls  # noqa: E402
@@ -230,10 +231,11 @@ class Sample:
     cpu_seconds_per_step: float   # this process tree's
 
 
-def sample(runner: Runner, calls: int) -> Sample:
-    cpu = process_tree_cpu_seconds()
-    seconds = time_calls(runner.step, calls)
-    return Sample(seconds, (process_tree_cpu_seconds() - cpu) / calls)
+def sample(runner: Runner, calls: int, meter) -> Sample:
+    with meter.window():
+        cpu = process_tree_cpu_seconds()
+        seconds = time_calls(runner.step, calls)
+        return Sample(seconds, (process_tree_cpu_seconds() - cpu) / calls)
 
 
 @contextlib.contextmanager
@@ -276,19 +278,22 @@ def measure_case(case: Case, sizes: Sizes) -> dict:
         for label, runner in runners.items():
             calls[label] = calls_per_sample(runner.step, sizes.seconds_per_sample)
 
+        # Ray's daemons and workers are children of this process: their CPU time is ours.
+        # Only the timed samples count, not the sessions started between them.
+        meter = WindowedLoadMeter(own_cpu_seconds=process_tree_cpu_seconds,
+                                  slack_seconds=0.05)
+
         def one_round():
             samples = {}
             for variant in VARIANTS:
                 if variant.kind == "ray":
                     with ray_runner(case, variant) as runner:
-                        samples[variant.label] = sample(runner, calls[variant.label])
+                        samples[variant.label] = sample(runner, calls[variant.label], meter)
                 else:
                     samples[variant.label] = sample(runners[variant.label],
-                                                    calls[variant.label])
+                                                    calls[variant.label], meter)
             return samples
 
-        # Ray's daemons and workers are children of this process: their CPU time is ours.
-        meter = LoadMeter(own_cpu_seconds=process_tree_cpu_seconds, slack_seconds=0.05)
         rounds = quiet_rounds(one_round, wanted=sizes.rounds, at_most=3 * sizes.rounds,
                               meter=meter)
         return {"rounds": rounds, "calls": calls, "workers": workers,
