@@ -65,3 +65,25 @@ def test_a_message_whose_handling_fails_does_not_end_the_link():
     assert received.get(timeout=10) == "good"
     link.close()
     listening.close()
+
+
+def test_what_the_handler_returns_comes_back_on_the_connection():
+    listening = Listener(lambda message: None if message == "quiet" else ("echo", message))
+    link = Link(listening.address, listening.secret)
+    big = np.arange(200_000, dtype=np.float64)
+    assert link.send("quiet") and link.send(("value", big))
+    kind, (tag, value) = link.receive(timeout=10)  # the quiet message got no answer
+    assert (kind, tag) == ("echo", "value")
+    np.testing.assert_array_equal(value, big)
+    listening.close()
+    link.close()
+
+
+def test_a_receive_that_times_out_closes_the_link():
+    listening = Listener(lambda message: None)
+    link = Link(listening.address, listening.secret)
+    assert link.send("no answer")
+    with pytest.raises(OSError):
+        link.receive(timeout=0.05)
+    assert not link.send("after")  # closed: a late answer cannot be taken for the next one
+    listening.close()
