@@ -28,7 +28,7 @@ class DeviceProgram:
     ``fetch_indices``), given all of the step's feed values."""
 
     def __init__(self, user_graph, graph, feed_names, num_fetches, config, pool_factory,
-                 device: str = "", xp=np, partial: bool = False):
+                 device: str = "", xp=np, partial: bool = False, wrap_kernel=None):
         self.user_graph = user_graph
         self.graph = graph
         self.device = device
@@ -42,7 +42,7 @@ class DeviceProgram:
         self._fed_names = {args[i]: feed_names[i] for i in self.feed_indices}
         self._all_feeds = self.feed_indices == list(range(num_feeds))
         self.schedule = build_schedule(ops, feeds, [retvals[j] for j in self.fetch_indices],
-                                       xp=xp, device=device)
+                                       xp=xp, device=device, wrap_kernel=wrap_kernel)
         threads = config.inter_op_parallelism_threads
         if threads != 1 and has_parallel_work(self.schedule):
             self.program = DataflowProgram(self.schedule, pool_factory())

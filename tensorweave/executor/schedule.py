@@ -38,8 +38,9 @@ class Schedule:
     device: str = ""
 
 
-def build_schedule(ops, feeds, fetches, xp=np, device="") -> Schedule:
-    """Number the values of ``ops`` and bind each op's kernel for array module ``xp``."""
+def build_schedule(ops, feeds, fetches, xp=np, device="", wrap_kernel=None) -> Schedule:
+    """Number the values of ``ops`` and bind each op's kernel for array module ``xp``;
+    ``wrap_kernel(op, kernel)``, if given, may return another callable to run instead."""
     slot_of: dict = {}
     for t in feeds:
         slot_of[t] = len(slot_of)
@@ -58,6 +59,8 @@ def build_schedule(ops, feeds, fetches, xp=np, device="") -> Schedule:
                 slot_of[t] = len(slot_of)
                 constants[slot_of[t]] = value
             continue
+        if wrap_kernel is not None:
+            kernel = wrap_kernel(op, kernel)
         inputs = tuple(slot_of[t] for t in op.inputs)
         outputs = []
         for t in op.outputs:

@@ -81,12 +81,14 @@ _TRANSPOSED_PRODUCT_MIN_K = 512
 
 
 def _matmul_kernel(attrs, xp):
+    """The product; ``out=`` (an array of the result's shape and dtype) receives it, as for
+    ``np.matmul`` (a task writes a product it sends to a neighbour into shared memory so)."""
     ta, tb = attrs["transpose_a"], attrs["transpose_b"]
     if not ta and not tb:
         return xp.matmul
 
-    def matmul_t(a, b):
-        if tb and not ta and xp is np and a.ndim == b.ndim == 2 \
+    def matmul_t(a, b, out=None):
+        if out is None and tb and not ta and xp is np and a.ndim == b.ndim == 2 \
                 and a.shape[0] <= _TRANSPOSED_PRODUCT_MAX_ROWS \
                 and a.shape[1] >= _TRANSPOSED_PRODUCT_MIN_K and b.shape[0] >= 8 * a.shape[0]:
             return np.ascontiguousarray(np.matmul(b, a.T).T)
@@ -94,7 +96,7 @@ def _matmul_kernel(attrs, xp):
             a = a.T if a.ndim == 2 else xp.swapaxes(a, -1, -2)  # .T: no Python-level call
         if tb:
             b = b.T if b.ndim == 2 else xp.swapaxes(b, -1, -2)
-        return xp.matmul(a, b)
+        return xp.matmul(a, b, out=out)
     return matmul_t
 
 

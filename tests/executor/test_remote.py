@@ -290,6 +290,79 @@ def test_a_task_rejects_values_from_an_earlier_incarnation():
     assert worker.deliver(f"{src};2a;{dst};x:0;7", np.ones(2))
 
 
+def test_a_product_sent_to_a_neighbour_is_written_into_its_segment_only_when_safe():
+    from tensorweave.executor.remote import TaskWorker
+    from tensorweave.ops import registry
+    from tensorweave.ops.registry import apply_op
+    from tensorweave.ops.transfer import key_prefix
+    worker = TaskWorker(("worker", 0, 0))
+    worker.neighbours = {("worker", 0, 1)}
+    g = tw.Graph()
+    with g.as_default():
+        a = tw.placeholder(tw.float32, [256, 300])
+        b = tw.placeholder(tw.float32, [300, 512])
+        sent, kept = tw.matmul(a, b), tw.matmul(a, b, name="also_fetched")
+        for product in (sent, kept):
+            apply_op("_Send", [product], {
+                "tensor_name": product.name, "send_device_incarnation": 1,
+                "send_device": "/job:worker/replica:0/task:0/device:CPU:0",
+                "recv_device": "/job:worker/replica:0/task:1/device:CPU:0"})
+        tw.identity(kept)  # read by another op: it may outlive the step
+    wrap = worker._products_sent_in_place(g)
+    kernel = registry.get("MatMul").kernel(sent.op.attrs, np)
+    assert wrap(kept.op, kernel) is kernel
+    rng = np.random.default_rng(0)
+    x, y = rng.random((256, 300), np.float32), rng.random((300, 512), np.float32)
+    product = wrap(sent.op, kernel)(x, y)
+    np.testing.assert_array_equal(product, x @ y)
+    send = next(op for op in g.get_operations() if op.type == "_Send")
+    name, _, _ = worker.outbox.put(key_prefix(send.attrs), product)
+    assert product.ctypes.data == worker.outbox._edges[key_prefix(send.attrs)][0].data_address
+    assert name == worker.outbox._edges[key_prefix(send.attrs)][0].name
+    worker.close_channels()
+
+
+def test_large_allreduce_gradients_written_in_place_train_as_in_one_process():
+    """A weight gradient of 600 KB: each worker's product goes straight into its shared
+    segment, rewritten every step, and its Adam adds both replicas' gradients itself
+    (fuse_updates); the workers' copies stay bitwise equal and agree with two virtual CPUs in
+    one process to float rounding (kernels may split their sums differently there)."""
+    rng = np.random.default_rng(3)
+    xs = rng.standard_normal((4, 64, 600)).astype(np.float32)
+    ys = rng.integers(0, 10, (4, 64))
+
+    def model(x, y):
+        w1 = tw.get_variable("w1", [600, 256],
+                             initializer=tw.random_normal_initializer(stddev=0.05, seed=1))
+        w2 = tw.get_variable("w2", [256, 10],
+                             initializer=tw.random_normal_initializer(stddev=0.1, seed=2))
+        logits = tw.matmul(tw.nn.relu(tw.matmul(x, w1)), w2)
+        return tw.reduce_mean(tw.nn.sparse_softmax_cross_entropy_with_logits(labels=y,
+                                                                             logits=logits))
+
+    results = []
+    for target, devices, config in (
+            ("", ["/cpu:0", "/cpu:1"], tw.ConfigProto(device_count={"CPU": 2})),
+            ("local:2", ["/job:worker/task:0", "/job:worker/task:1"], None)):
+        g = tw.Graph()
+        with g.as_default():
+            x = tw.placeholder(tw.float32, [None, 600])
+            y = tw.placeholder(tw.int64, [None])
+            rep = tw.train.replicate(model, [x, y], devices,
+                                     lambda: tw.train.AdamOptimizer(0.01))
+            with tw.Session(target, config=config) as sess:
+                sess.run(tw.global_variables_initializer())
+                for bx, by in zip(xs, ys):
+                    sess.run(rep.train_op, {x: bx, y: by})
+                results.append(sess.run(rep.variables))
+    in_process, on_ray = results
+    for a, b in zip(on_ray[0], on_ray[1]):
+        assert a.tobytes() == b.tobytes()
+    for a, b in zip(in_process[0], on_ray[0]):
+        # Adam's step is +-lr wherever a gradient is near zero: rounding moves it that far
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-4)
+
+
 def test_seed_programs_on_two_worker_tasks_match_one_process(tmp_path):
     import mnist_deep
     import mnist_softmax

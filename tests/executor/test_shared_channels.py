@@ -94,3 +94,27 @@ def test_segments_of_a_killed_sender_are_swept():
     assert os.path.exists(path)
     sc.Outbox().close()     # a new outbox sweeps what dead senders left
     assert not os.path.exists(path)
+
+
+def test_a_reserved_segment_is_sent_without_a_copy_and_freed_when_never_sent(channel):
+    outbox, inbox = channel
+    buffer = outbox.reserve("edge", (BIG,), np.float32)
+    buffer[...] = np.arange(BIG, dtype=np.float32)  # the producer writes its result here
+    assert outbox.reserve("edge", (BIG,), np.float32) is not None  # a second segment
+    name, dtype, shape = ticket = outbox.put("edge", buffer)
+    first = inbox.take(*ticket)  # held: its segment is not free
+    np.testing.assert_array_equal(first, np.arange(BIG, dtype=np.float32))
+    # the second reservation was never sent: the step's end frees it, and a copy uses it
+    outbox.release_reserved()
+    other = np.ones(BIG, np.float32)
+    second = outbox.put("edge", other)
+    assert second[0] != name
+    np.testing.assert_array_equal(inbox.take(*second), other)
+
+
+def test_no_segment_is_reserved_for_small_values_or_when_every_one_is_taken(channel):
+    outbox, _ = channel
+    assert outbox.reserve("edge", (10,), np.float32) is None
+    held = [outbox.reserve("edge", (BIG,), np.float32) for _ in range(sc.SEGMENTS_PER_EDGE)]
+    assert all(h is not None for h in held)
+    assert outbox.reserve("edge", (BIG,), np.float32) is None
