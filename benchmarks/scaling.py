@@ -457,11 +457,12 @@ def goal_line(measured: dict) -> str:
     if not cnn:
         return "no CNN case in this run"
     parts = []
-    for variant in VARIANTS:
-        if variant.kind == "ray" and variant.baseline:
-            value = measured[cnn[0]]["results"][variant.label]["scaling_efficiency"]
-            met = "met" if value >= GOAL_CNN_EFFICIENCY else "NOT met"
-            parts.append(f"{variant.label}: {value:.0%} ({met})")
+    for label in cnn:
+        for variant in VARIANTS:
+            if variant.kind == "ray" and variant.baseline:
+                value = measured[label]["results"][variant.label]["scaling_efficiency"]
+                met = "met" if value >= GOAL_CNN_EFFICIENCY else "NOT met"
+                parts.append(f"{label}, {variant.label}: {value:.0%} ({met})")
     return (f"CNN scaling efficiency with 2 worker processes (goal >= "
             f"{GOAL_CNN_EFFICIENCY:.0%}): " + "; ".join(parts))
 
