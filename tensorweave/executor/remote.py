@@ -63,14 +63,12 @@ from tensorweave.executor.shared_channels import Inbox, Outbox
 from tensorweave.executor.step_links import ClientLinks, next_answer
 from tensorweave.graph.core import Graph
 from tensorweave.graph.serialization import to_json
+from tensorweave.ops import registry
 from tensorweave.ops.importer import import_graph_def
 from tensorweave.ops.transfer import SEND_TYPE, key_prefix
 
 DEFAULT_TIMEOUT_MS = 60_000
-# Ops that read a value without keeping it past their own run (their outputs are new arrays):
-# a product only they and its _Send read may be written into a segment that the next step
-# rewrites.
-_KEEPS_NO_INPUT = frozenset({"ApplyAdam", "ApplyGradientDescent"})
+
 # A local cluster's limit for arguments carried inside an actor call (Ray's default: 100 KB;
 # larger ones go through the object store). Measured here, one actor call with a float32 array:
 # 313 KB 3.38 -> 1.99 ms, 627 KB 4.63 -> 2.86 ms, but 2 MB 5.91 -> 7.04 ms; so 1 MB.
@@ -763,8 +761,8 @@ class TaskWorker:
         task of this node writes it straight into a free shared segment of that edge, which
         the ``_Send`` then passes on without a copy (``Outbox.reserve``). Only a product that
         cannot outlive the step is written so — read by that one ``_Send`` and otherwise only
-        by update ops, which never keep their gradient — of fully known static shape, large
-        enough for a segment: the segment is rewritten next step."""
+        by ops that keep no input (``OpDef.keeps_no_input``: the update ops) — of fully known
+        static shape, large enough for a segment: the segment is rewritten next step."""
         reserved = {}
         for op in graph.get_operations():
             if op.type != SEND_TYPE or not op.inputs:
@@ -776,7 +774,7 @@ class TaskWorker:
             readers = [c.type for c in product.consumers()]
             if product.op.type != "MatMul" or not product.shape.is_fully_defined() or \
                     readers.count(SEND_TYPE) != 1 or \
-                    any(r not in _KEEPS_NO_INPUT and r != SEND_TYPE for r in readers):
+                    any(r != SEND_TYPE and not registry.get(r).keeps_no_input for r in readers):
                 continue
             reserved[product.op] = (key_prefix(op.attrs), tuple(product.shape.as_list()),
                                     product.dtype.np)

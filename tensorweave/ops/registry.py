@@ -63,6 +63,9 @@ class OpDef:
     must_feed: bool = False
     # The kernel is a BLAS call, which already uses every thread BLAS is allowed.
     blas: bool = False
+    # No array of the inputs outlives the kernel's run: nothing it returns or stores is, or
+    # views, an input (a task lets such ops read a buffer it rewrites next step; remote.py).
+    keeps_no_input: bool = False
 
     def __post_init__(self):
         if self.fusion not in FUSION_KINDS:

@@ -169,7 +169,8 @@ def _gradient_descent_kernel(attrs, xp):
 
 
 register(OpDef("ApplyGradientDescent", _update_infer(("alpha", "delta"), 1),
-               _gradient_descent_kernel, grad=NO_GRADIENT, stateful=True, uses_context=True))
+               _gradient_descent_kernel, grad=NO_GRADIENT, stateful=True, uses_context=True,
+               keeps_no_input=True))
 
 
 def apply_gradient_descent(var, alpha, delta, use_locking=False, name=None):
@@ -261,7 +262,7 @@ def _adam_passes(xp, var, old_m, old_v, grad, one, beta1, beta2, epsilon, lr_t, 
 
 _ADAM_INPUTS = ("beta1_power", "beta2_power", "lr", "beta1", "beta2", "epsilon", "grad")
 register(OpDef("ApplyAdam", _update_infer(_ADAM_INPUTS, 6), _adam_kernel,
-               grad=NO_GRADIENT, stateful=True, uses_context=True))
+               grad=NO_GRADIENT, stateful=True, uses_context=True, keeps_no_input=True))
 
 
 def apply_adam(var, m, v, beta1_power, beta2_power, lr, beta1, beta2, epsilon, grad,

@@ -48,6 +48,35 @@ def _two_layer_model(remote: bool, seed=3):
     return g, x, labels, loss, train, [w1, w2]
 
 
+def _mlp_model(sizes, stddevs):
+    """A ``replicate`` model_fn: a relu layer and a linear one (``sizes`` = inputs, hidden,
+    classes), its loss the mean sparse softmax cross-entropy."""
+    def model(x, y):
+        w1 = tw.get_variable("w1", sizes[:2],
+                             initializer=tw.random_normal_initializer(stddev=stddevs[0], seed=1))
+        w2 = tw.get_variable("w2", sizes[1:],
+                             initializer=tw.random_normal_initializer(stddev=stddevs[1], seed=2))
+        logits = tw.matmul(tw.nn.relu(tw.matmul(x, w1)), w2)
+        return tw.reduce_mean(tw.nn.sparse_softmax_cross_entropy_with_logits(labels=y,
+                                                                             logits=logits))
+    return model
+
+
+def _train_replicated(model, xs, ys, devices, optimizer, target="", config=None):
+    """``replicate(model)`` on ``devices`` trained on each batch of ``xs``/``ys``: every
+    replica's variables."""
+    g = tw.Graph()
+    with g.as_default():
+        x = tw.placeholder(tw.float32, [None, xs.shape[-1]])
+        y = tw.placeholder(tw.int64, [None])
+        rep = tw.train.replicate(model, [x, y], devices, optimizer)
+        with tw.Session(target, config=config) as sess:
+            sess.run(tw.global_variables_initializer())
+            for bx, by in zip(xs, ys):
+                sess.run(rep.train_op, {x: bx, y: by})
+            return sess.run(rep.variables)
+
+
 def _batches(n=5):
     rng = np.random.default_rng(1)
     return rng.standard_normal((n, 32, 8)).astype(np.float32), rng.integers(0, 3, (n, 32))
@@ -331,31 +360,13 @@ def test_large_allreduce_gradients_written_in_place_train_as_in_one_process():
     xs = rng.standard_normal((4, 64, 600)).astype(np.float32)
     ys = rng.integers(0, 10, (4, 64))
 
-    def model(x, y):
-        w1 = tw.get_variable("w1", [600, 256],
-                             initializer=tw.random_normal_initializer(stddev=0.05, seed=1))
-        w2 = tw.get_variable("w2", [256, 10],
-                             initializer=tw.random_normal_initializer(stddev=0.1, seed=2))
-        logits = tw.matmul(tw.nn.relu(tw.matmul(x, w1)), w2)
-        return tw.reduce_mean(tw.nn.sparse_softmax_cross_entropy_with_logits(labels=y,
-                                                                             logits=logits))
+    model = _mlp_model([600, 256, 10], stddevs=(0.05, 0.1))
 
-    results = []
-    for target, devices, config in (
-            ("", ["/cpu:0", "/cpu:1"], tw.ConfigProto(device_count={"CPU": 2})),
-            ("local:2", ["/job:worker/task:0", "/job:worker/task:1"], None)):
-        g = tw.Graph()
-        with g.as_default():
-            x = tw.placeholder(tw.float32, [None, 600])
-            y = tw.placeholder(tw.int64, [None])
-            rep = tw.train.replicate(model, [x, y], devices,
-                                     lambda: tw.train.AdamOptimizer(0.01))
-            with tw.Session(target, config=config) as sess:
-                sess.run(tw.global_variables_initializer())
-                for bx, by in zip(xs, ys):
-                    sess.run(rep.train_op, {x: bx, y: by})
-                results.append(sess.run(rep.variables))
-    in_process, on_ray = results
+    adam = lambda: tw.train.AdamOptimizer(0.01)  # noqa: E731
+    in_process = _train_replicated(model, xs, ys, ["/cpu:0", "/cpu:1"], adam,
+                                   config=tw.ConfigProto(device_count={"CPU": 2}))
+    on_ray = _train_replicated(model, xs, ys, ["/job:worker/task:0", "/job:worker/task:1"],
+                               adam, target="local:2")
     for a, b in zip(on_ray[0], on_ray[1]):
         assert a.tobytes() == b.tobytes()
     for a, b in zip(in_process[0], on_ray[0]):
@@ -431,30 +442,12 @@ def test_allreduce_replicas_on_two_ray_workers_equal_one_replica():
     xs = rng.standard_normal((4, 32, 10)).astype(np.float32)
     ys = np.argmax(xs[..., :3], axis=-1)
 
-    def model(x, y):
-        w1 = tw.get_variable("w1", [10, 16],
-                             initializer=tw.random_normal_initializer(stddev=0.3, seed=1))
-        w2 = tw.get_variable("w2", [16, 3],
-                             initializer=tw.random_normal_initializer(stddev=0.3, seed=2))
-        logits = tw.matmul(tw.nn.relu(tw.matmul(x, w1)), w2)
-        return tw.reduce_mean(tw.nn.sparse_softmax_cross_entropy_with_logits(labels=y,
-                                                                             logits=logits))
+    model = _mlp_model([10, 16, 3], stddevs=(0.3, 0.3))
 
-    results = []
-    for target, devices in (("", ["/cpu:0"]),
-                            ("local:2", ["/job:worker/task:0", "/job:worker/task:1"])):
-        g = tw.Graph()
-        with g.as_default():
-            x = tw.placeholder(tw.float32, [None, 10])
-            y = tw.placeholder(tw.int64, [None])
-            rep = tw.train.replicate(model, [x, y], devices,
-                                     lambda: tw.train.MomentumOptimizer(0.1, 0.9))
-            with tw.Session(target) as sess:
-                sess.run(tw.global_variables_initializer())
-                for bx, by in zip(xs, ys):
-                    sess.run(rep.train_op, {x: bx, y: by})
-                results.append(sess.run(rep.variables))
-    one, two = results
+    momentum = lambda: tw.train.MomentumOptimizer(0.1, 0.9)  # noqa: E731
+    one = _train_replicated(model, xs, ys, ["/cpu:0"], momentum)
+    two = _train_replicated(model, xs, ys, ["/job:worker/task:0", "/job:worker/task:1"],
+                            momentum, target="local:2")
     for a, b in zip(one[0], two[0]):
         np.testing.assert_allclose(a, b, atol=1e-6)
     for a, b in zip(two[0], two[1]):  # the two workers' copies stay bitwise equal
