@@ -3,7 +3,8 @@ tensor cut between them costs, next to Ray itself doing the same work in the sam
 
 A remote Session runs each task's partitions on one long-lived Ray actor
 (``tensorweave/executor/remote.py``): per step the client calls ``run`` on every task that has
-partitions and gathers the results; a tensor cut between tasks of one node goes from the
+partitions (over the task's Unix socket when the task runs on the client's node) and gathers
+the results; a tensor cut between tasks of one node goes from the
 sending task as a message on a Unix socket, a large array through a shared-memory segment the
 sender reuses every step (across nodes: a fire-and-forget actor call carrying the array through
 Ray's object store). The baselines are plain Ray programs of the same shape, on actors of the
@@ -436,9 +437,10 @@ def goal_lines(ratios: dict, cut: dict) -> list:
 def transport_lines(empty: dict, cut: dict, dags: dict) -> list:
     """Which transport tensorweave uses, what Compiled Graph channels measured here, and why
     they are not the default (DESIGN.md, "Remote transfers")."""
-    lines = ["tensorweave: per step one actor call per task; a cut tensor between tasks of one "
-             "node is a Unix-socket message, its array in a shared-memory segment the sender "
-             "reuses every step (an actor call through Ray's object store across nodes)"]
+    lines = ["tensorweave: per step one call per task, a Unix-socket message to a task of the "
+             "client's node (an actor call to others); a cut tensor between tasks of one node "
+             "is a Unix-socket message, its array in a shared-memory segment the sender reuses "
+             "every step (an actor call through Ray's object store across nodes)"]
     if RAY_DAG in empty:
         lines.append(f"empty step: Compiled Graph {empty[RAY_DAG]['median_ms'] * 1e3:.0f} us vs "
                      f"actor calls {empty[RAY_CALLS]['median_ms'] * 1e3:.0f} us "
