@@ -31,7 +31,8 @@ import threading
 import numpy as np
 
 __all__ = ["LOOP_MIN_ELEMENTS", "SMALL_LOOP_MIN_ELEMENTS", "use_loops", "adam", "adam_of_sum",
-           "gradient_descent", "gradient_descent_of_sum", "max_pool_tiles", "max_pool_grad_tiles", "sums_leading_axes",
+           "gradient_descent", "gradient_descent_of_sum", "max_pool_tiles",
+           "max_pool_grad_tiles", "sums_leading_axes",
            "sum_leading_axes", "relu_grad"]
 
 # Below this many elements numpy's passes are cheap and a loop saves less than a call costs.

@@ -66,6 +66,9 @@ class OpDef:
     # No array of the inputs outlives the kernel's run: nothing it returns or stores is, or
     # views, an input (a task lets such ops read a buffer it rewrites next step; remote.py).
     keeps_no_input: bool = False
+    # An update op whose kernel also takes its gradient as a sum of inputs, scaled (attrs
+    # ``grad_terms``, ``grad_scale``; passes/fuse_updates.py): the gradient input's index.
+    summed_gradient_input: int | None = None
 
     def __post_init__(self):
         if self.fusion not in FUSION_KINDS:

@@ -42,14 +42,14 @@ def _update_infer(input_names, grad_index):
             raise TypeError(f"the gradient of variable {op.attrs['var']} has dtype "
                             f"{grad.dtype.name}; update ops need a float dtype")
         terms, scaling = gradient_form(op.attrs)
-        named = list(zip(input_names, op.inputs))
-        named += [(f"grad_{k}", op.inputs[grad_index + k]) for k in range(1, terms)]
-        if scaling:
-            named.append(("grad_scale", op.inputs[grad_index + terms]))
         if len(op.inputs) != len(input_names) + terms - 1 + bool(scaling):
             raise ValueError(f"the update of variable {op.attrs['var']} has {len(op.inputs)} "
                              f"inputs; its attrs ask for {terms} gradient terms"
                              f"{' and a scale' if scaling else ''}")
+        named = list(zip(input_names, op.inputs))
+        named += [(f"grad_{k}", op.inputs[grad_index + k]) for k in range(1, terms)]
+        if scaling:
+            named.append(("grad_scale", op.inputs[grad_index + terms]))
         shape = grad.shape
         for name, t in named:
             if t.dtype is not grad.dtype:
@@ -170,7 +170,7 @@ def _gradient_descent_kernel(attrs, xp):
 
 register(OpDef("ApplyGradientDescent", _update_infer(("alpha", "delta"), 1),
                _gradient_descent_kernel, grad=NO_GRADIENT, stateful=True, uses_context=True,
-               keeps_no_input=True))
+               keeps_no_input=True, summed_gradient_input=1))
 
 
 def apply_gradient_descent(var, alpha, delta, use_locking=False, name=None):
@@ -262,7 +262,8 @@ def _adam_passes(xp, var, old_m, old_v, grad, one, beta1, beta2, epsilon, lr_t, 
 
 _ADAM_INPUTS = ("beta1_power", "beta2_power", "lr", "beta1", "beta2", "epsilon", "grad")
 register(OpDef("ApplyAdam", _update_infer(_ADAM_INPUTS, 6), _adam_kernel,
-               grad=NO_GRADIENT, stateful=True, uses_context=True, keeps_no_input=True))
+               grad=NO_GRADIENT, stateful=True, uses_context=True, keeps_no_input=True,
+               summed_gradient_input=6))
 
 
 def apply_adam(var, m, v, beta1_power, beta2_power, lr, beta1, beta2, epsilon, grad,

@@ -6,7 +6,8 @@ server's aggregate in ``AddN(g0, g1) / 2.0`` (``replicate(mode="ps-sync")``), ma
 back to the variable's shape, and ``ApplyAdam`` then reads the result. The sum and the scale
 are each a pass over memory the size of the variable (Deep MNIST's fc1 weights: 12.8 MB), and
 the update reads the mean once more. This pass lets the update op read the addends and the
-scale instead: ``ApplyAdam`` and ``ApplyGradientDescent`` take the attrs ``grad_terms`` (how
+scale instead: the update ops whose OpDef names a ``summed_gradient_input`` (``ApplyAdam``
+and ``ApplyGradientDescent``, the ones with compiled loops) take the attrs ``grad_terms`` (how
 many inputs are added, in order, to make the gradient; 1 is the plain op) and ``grad_scale``
 (``"mul"`` or ``"div"``: the input after the addends multiplies or divides the sum; ``""``:
 no scale), and their kernels compute each element's gradient with the same IEEE operations
@@ -29,12 +30,10 @@ The ops of the chain are left unread; ``dce``, which runs next, removes them.
 
 from __future__ import annotations
 
-from tensorweave.passes.base import PassResult, Rewriter, describe
+from tensorweave.passes.base import PassResult, Rewriter, describe, op_def_of
 
-__all__ = ["fuse_updates", "GRADIENT_INPUT"]
+__all__ = ["fuse_updates"]
 
-# The update ops whose kernels take a summed gradient: op type -> index of the gradient input.
-GRADIENT_INPUT = {"ApplyAdam": 6, "ApplyGradientDescent": 1}
 _SUMS = ("Add", "AddV2", "AddN")
 _SCALES = {"Mul": "mul", "RealDiv": "div"}
 _FLOATS = ("float16", "bfloat16", "float32", "float64")
@@ -47,7 +46,7 @@ def fuse_updates(graph, *, options=None) -> PassResult:
     waited_on = {c for op in graph.get_operations() for c in op.control_inputs}
     folds = {}
     for op in graph.get_operations():
-        index = GRADIENT_INPUT.get(op.type)
+        index = _gradient_input(op)
         if index is not None and op.attrs.get("grad_terms", 1) == 1:
             fold = _fold(op, op.inputs[index], consumers, waited_on)
             if fold is not None:
@@ -62,7 +61,7 @@ def fuse_updates(graph, *, options=None) -> PassResult:
             rw.copy(op)
             continue
         terms, scale, scaling = fold
-        index = GRADIENT_INPUT[op.type]
+        index = _gradient_input(op)
         inputs = rw.images(op.inputs[:index]) + rw.images(terms)
         if scale is not None:
             inputs.append(rw.image(scale))
@@ -72,6 +71,13 @@ def fuse_updates(graph, *, options=None) -> PassResult:
         changes.append(f"fuse_updates: {describe(op)} computes its gradient "
                        f"({' + '.join(t.name for t in terms)}){scaled} itself")
     return rw.result(changes)
+
+
+def _gradient_input(op):
+    """The index of ``op``'s gradient input when its kernel can take a summed gradient
+    (``OpDef.summed_gradient_input``), else None."""
+    op_def = op_def_of(op)
+    return None if op_def is None else op_def.summed_gradient_input
 
 
 def _consumers(graph) -> dict:

@@ -146,3 +146,12 @@ def test_training_with_every_pass_equals_the_reference_bitwise(dtype, size, sum_
     want = _reference(init, fetches, feeds, variables)
     for a, b in zip(got, want):
         assert a.dtype == b.dtype and a.tobytes() == b.tobytes()
+
+
+def test_an_update_whose_inputs_do_not_match_its_gradient_form_is_rejected():
+    from tensorweave.ops.registry import apply_op
+    g = tw.Graph()
+    with g.as_default():
+        alpha, delta = tw.constant(0.1), tw.constant([1.0, 2.0])
+        with pytest.raises(ValueError, match="asks? for 2 gradient terms"):
+            apply_op("ApplyGradientDescent", [alpha, delta], {"var": "w", "grad_terms": 2})
